@@ -1,0 +1,5 @@
+"""Commands registered by this module (being written)."""
+
+
+def register(sub) -> None:
+    """No commands yet."""

@@ -1,0 +1,76 @@
+"""`digits train` and `digits evaluate`: the ML engineer's commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from shared.settings import get_settings
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train the CNN on MNIST and write a model artifact")
+    p.add_argument("--epochs", type=int, default=None, help="passes over the training digits")
+    p.add_argument("--out", type=Path, default=Path("models"), help="folder for the artifact")
+    p.add_argument("--name", default="digits-cnn", help="artifact file name, without suffix")
+    p.add_argument("--data", type=Path, default=None, help="MNIST folder (DIGITS_DATA_DIR)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, default=None,
+                   help="train on this many digits only (a quick check, not a real model)")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="accuracy and confusion matrix on the MNIST test digits")
+    p.add_argument("--model", type=Path, default=None, help="weights file (DIGITS_MODEL_PATH)")
+    p.add_argument("--data", type=Path, default=None, help="MNIST folder (DIGITS_DATA_DIR)")
+    p.add_argument("--style", choices=["mnist", "scans"], default="mnist",
+                   help="clean MNIST digits, or the generated scan-like set made from them")
+    p.add_argument("--json", action="store_true", help="end with one JSON object")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def _data_dir(arg: Path | None) -> Path:
+    from shared.mnist import ensure_data
+
+    settings = get_settings()
+    return ensure_data(arg or settings.data_dir, settings.allow_download)
+
+
+def cmd_train(args) -> int:
+    from training.pipeline import train_and_save
+    from training.train import Recipe
+
+    recipe = Recipe(seed=args.seed)
+    if args.epochs is not None:
+        recipe.epochs = args.epochs
+    weights = args.out / f"{args.name}.safetensors"
+    meta = train_and_save(_data_dir(args.data), weights, recipe, limit=args.limit)
+    print(f"trained in {meta['training_seconds']:.0f} s on {meta['train_size']} digits "
+          f"(validation accuracy {meta['validation_accuracy']:.4f})")
+    print(f"test accuracy {meta['test_accuracy']:.4%} ({meta['test_errors']} errors "
+          f"in {meta['test_n']})")
+    print(f"wrote {weights} and {weights.with_suffix('.json')}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from shared import artifact
+    from training.data import test_tensors
+    from training.evaluate import evaluate, format_confusion
+
+    model, meta = artifact.load(args.model or get_settings().model_path)
+    data_dir = _data_dir(args.data)
+    if args.style == "scans":
+        from training.scans import evaluate_scans
+
+        report = evaluate_scans(model, meta, data_dir)
+        print(report.pop("text", ""))
+        summary = report
+    else:
+        result = evaluate(model, test_tensors(data_dir))
+        print(f"model {meta['name']} {meta['version']}")
+        print(f"accuracy {result.accuracy:.4%}: {result.errors} errors in {result.n} test digits")
+        print(format_confusion(result.confusion))
+        summary = {**result.as_dict(), "model_version": meta["version"]}
+    if args.json:
+        print(json.dumps(summary))
+    return 0

@@ -1,0 +1,102 @@
+"""Database tables: a job, and its items (one scanned image each, with its result).
+
+The database is the source of truth. An item is committed, image bytes included,
+before its id is queued; the worker writes the result onto the item row only while
+it is still `pending`, so doing an image twice leaves one result.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_job_id() -> str:
+    return "job_" + uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class JobStatus:
+    QUEUED = "queued"  # accepted, nothing finished yet
+    RUNNING = "running"  # at least one item finished
+    SUCCEEDED = "succeeded"  # every item finished; some may have failed alone
+    FAILED = "failed"  # every item failed
+    CANCELLED = "cancelled"
+    FINAL = (SUCCEEDED, FAILED, CANCELLED)
+
+
+class ItemStatus:
+    PENDING = "pending"
+    DONE = "done"  # classified
+    NO_DIGIT = "no_digit"  # blank or not a digit: no confident guess
+    FAILED = "failed"  # could not be decoded; `error` says why
+    CANCELLED = "cancelled"
+    FINISHED = (DONE, NO_DIGIT, FAILED, CANCELLED)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=new_job_id)
+    owner: Mapped[str] = mapped_column(String(200), default="anonymous", index=True)
+    status: Mapped[str] = mapped_column(String(20), default=JobStatus.QUEUED, index=True)
+    # An open job takes more images until it is sealed; it cannot finish before that.
+    open: Mapped[bool] = mapped_column(Boolean, default=False)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    model_version: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                 index=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    items: Mapped[list[Item]] = relationship(back_populates="job", lazy="raise")
+
+    __table_args__ = (UniqueConstraint("owner", "idempotency_key", name="uq_jobs_idempotency"),)
+
+
+class Item(Base):
+    __tablename__ = "items"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    filename: Mapped[str] = mapped_column(String(1000))
+    content: Mapped[bytes] = deferred(mapped_column(LargeBinary, nullable=False))
+    status: Mapped[str] = mapped_column(String(20), default=ItemStatus.PENDING)
+    digit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    confidence: Mapped[float | None] = mapped_column(Float, nullable=True)
+    probabilities: Mapped[list[float] | None] = mapped_column(JSON, nullable=True)
+    needs_review: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    job: Mapped[Job] = relationship(back_populates="items", lazy="raise")
+
+    __table_args__ = (
+        Index("ix_items_job_id_id", "job_id", "id"),
+        Index("ix_items_job_status", "job_id", "status"),
+        Index("ix_items_status_queued", "status", "queued_at"),
+    )

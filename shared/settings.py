@@ -1,0 +1,83 @@
+"""The one settings object, read from `DIGITS_*` environment variables.
+
+The defaults give the local stack: a SQLite file under the state directory and a
+private Redis server that `digits up` starts. Set `DIGITS_DATABASE_URL` and
+`DIGITS_REDIS_URL` to point the same code at PostgreSQL and an external Redis.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The repository (or installed source tree) root: models/ ships beside the packages.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DIGITS_", extra="ignore")
+
+    # --- data and model -------------------------------------------------------
+    data_dir: Path = Field(
+        default=PROJECT_ROOT / "data" / "mnist",
+        description="Directory holding the four MNIST IDX files (gzipped or not).",
+    )
+    allow_download: bool = Field(
+        default=False,
+        description="Download MNIST with torchvision when data_dir has no copy.",
+    )
+    model_path: Path = Field(
+        default=PROJECT_ROOT / "models" / "digits-cnn.safetensors",
+        description="The model artifact's weights; its metadata JSON sits beside it.",
+    )
+    device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N.")
+
+    # --- local state, database, queue ----------------------------------------
+    state_dir: Path = Field(
+        default=Path("var"), description="Where the local stack keeps its SQLite file and Redis."
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; unset means a SQLite file in state_dir."
+    )
+    redis_url: str | None = Field(
+        default=None, description="Broker URL; unset means `digits up` starts a private Redis."
+    )
+
+    # --- batching (chosen by measurement: bench/) ----------------------------
+    chunk_size: int = Field(default=128, ge=1, description="Images per queue message.")
+    max_batch_size: int = Field(default=64, ge=1, description="Images per model forward pass.")
+    max_batch_wait_ms: int = Field(default=5, ge=0, description="How long to fill a batch.")
+    torch_threads: int = Field(default=0, ge=0, description="0 lets torch decide.")
+
+    # --- API limits -----------------------------------------------------------
+    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_image_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(default=40_000_000, ge=1)
+    max_form_parts: int = Field(default=2000, ge=10)
+    predict_timeout_s: float = Field(default=10.0, gt=0)
+    page_size: int = Field(default=100, ge=1, le=1000)
+
+    # --- reliability -----------------------------------------------------------
+    visibility_timeout_s: int = Field(default=600, ge=10)
+    reconcile_after_s: int = Field(default=120, ge=1)
+    reconcile_every_s: int = Field(default=30, ge=1)
+
+    @field_validator("database_url", "redis_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.state_dir / 'digits.db').resolve()}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings; tests call `get_settings.cache_clear()` after changing env."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Offline side: MNIST tensors, augmentation, training, evaluation, model comparison."""
