@@ -1,5 +1,340 @@
-"""Commands registered by this module (being written)."""
+"""`digits submit`, `status`, `results` and `cancel`: the client side of the service.
+
+`submit` walks files, folders and zip archives, uploads them in chunks into one job,
+waits for the workers with a progress bar, and writes a CSV keyed by the local path
+of each image. Heavy or slow imports (requests, tqdm) stay inside the functions:
+`cli.main` imports this module on every `digits` start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import mimetypes
+import os
+import sys
+import time
+import zipfile
+from collections import defaultdict, deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from cli.main import UserError
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+# Flask caps the parts of one multipart request (MAX_FORM_PARTS) and its size
+# (MAX_CONTENT_LENGTH), so a big folder goes up in several requests of this size.
+CHUNK_FILES = 500
+CHUNK_BYTES = 32 * 1024 * 1024
+POLL_S = 0.5
+FINAL_STATUSES = ("succeeded", "failed", "cancelled")
+# Inside a folder, only files with these suffixes are sent; a file named on the
+# command line is always sent, and the server says why if it is not an image.
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+CSV_COLUMNS = ("path", "digit", "confidence", "status", "error")
 
 
 def register(sub) -> None:
-    """No commands yet."""
+    server_help = f"API address (env DIGITS_SERVER, default {DEFAULT_SERVER})"
+
+    p = sub.add_parser("submit", help="classify image files, folders and zip archives in bulk")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                   help="image files, folders (searched recursively) and .zip archives")
+    p.add_argument("--server", default=_default_server(), help=server_help)
+    p.add_argument("--out", type=Path, default=Path("results.csv"),
+                   help="CSV to write: path, digit, confidence, status, error")
+    p.add_argument("--no-wait", action="store_true",
+                   help="print the job id once everything is uploaded, and exit")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("status", help="a job's status and counts")
+    p.add_argument("job", help="job id (job_...)")
+    p.add_argument("--server", default=_default_server(), help=server_help)
+    p.add_argument("--json", action="store_true", help="print the job object as JSON")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("results", help="a job's results as CSV or JSON")
+    p.add_argument("job", help="job id (job_...)")
+    p.add_argument("--server", default=_default_server(), help=server_help)
+    p.add_argument("--format", choices=["csv", "json"], default="csv")
+    p.add_argument("--out", type=Path, default=None, help="file to write (default: stdout)")
+    p.set_defaults(func=cmd_results)
+
+    p = sub.add_parser("cancel", help="cancel a job's unfinished images")
+    p.add_argument("job", help="job id (job_...)")
+    p.add_argument("--server", default=_default_server(), help=server_help)
+    p.set_defaults(func=cmd_cancel)
+
+
+def _default_server() -> str:
+    return os.environ.get("DIGITS_SERVER") or DEFAULT_SERVER
+
+
+# --- finding the files ------------------------------------------------------------
+
+
+@dataclass
+class LocalFile:
+    """One file to upload: where it is here, and the name the server stores it under."""
+
+    path: Path
+    name: str  # the multipart filename: relative to the folder given, or the file's name
+    size: int
+    # For a readable zip archive: the names of the members the server turns into items.
+    # None for anything else (a broken .zip is sent as it is and fails on its own).
+    members: list[str] | None = None
+
+    @property
+    def is_zip(self) -> bool:
+        return self.members is not None
+
+
+def collect_files(paths: Iterable[Path]) -> tuple[list[LocalFile], int]:
+    """The files to upload, in a stable order, and how many non-image files inside the
+    folders were left out. Hidden files and folders (a name starting with '.') are
+    skipped; a folder is searched recursively."""
+    found: list[LocalFile] = []
+    skipped = 0
+    for path in paths:
+        if path.is_dir():
+            for file in _walk(path):
+                if file.suffix.lower() in IMAGE_SUFFIXES or file.suffix.lower() == ".zip":
+                    found.append(_local_file(file, file.relative_to(path).as_posix()))
+                else:
+                    skipped += 1
+        elif path.is_file():
+            found.append(_local_file(path, path.name))
+        else:
+            raise UserError(f"{path}: no such file or folder")
+    return found, skipped
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    """Every non-hidden file under `folder`, sorted so that uploads are reproducible."""
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield Path(root) / name
+
+
+def _local_file(path: Path, name: str) -> LocalFile:
+    members = _zip_members(path) if path.suffix.lower() == ".zip" else None
+    return LocalFile(path=path, name=name, size=path.stat().st_size, members=members)
+
+
+def _zip_members(path: Path) -> list[str] | None:
+    """The members the server will make items of: like the server, leave out folders,
+    hidden files and macOS resource forks. None when `path` is not a readable zip."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [info.filename for info in archive.infolist() if not info.is_dir()]
+    except (zipfile.BadZipFile, OSError):
+        return None
+    return [n for n in names
+            if not any(p.startswith(".") or p == "__MACOSX" for p in PurePosixPath(n).parts)]
+
+
+def chunked(files: list[LocalFile], max_files: int = CHUNK_FILES,
+            max_bytes: int = CHUNK_BYTES) -> Iterator[list[LocalFile]]:
+    """Consecutive groups of at most `max_files` files and `max_bytes` bytes (a single
+    file bigger than that goes alone; the server says if it is too big)."""
+    chunk: list[LocalFile] = []
+    size = 0
+    for file in files:
+        if chunk and (len(chunk) >= max_files or size + file.size > max_bytes):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(file)
+        size += file.size
+    if chunk:
+        yield chunk
+
+
+class PathMap:
+    """Maps the filename of each result item back to the local path it came from.
+
+    The server names an item after the multipart filename, or after the member's name
+    for an image inside a zip. Two sources can give the same name (the same relative
+    path in two folders, or in two zips); items get ids in upload order, so each name
+    keeps a queue of local paths and results, read in id order, take them in turn."""
+
+    def __init__(self, files: Iterable[LocalFile]) -> None:
+        self._paths: dict[str, deque[str]] = defaultdict(deque)
+        for file in files:
+            if file.is_zip:
+                for member in file.members:
+                    local = f"{file.path.as_posix()}/{member}"
+                    # Whether the server prefixes the archive's name or not, find it.
+                    self._paths[member].append(local)
+                    self._paths[f"{file.name}/{member}"].append(local)
+            else:
+                self._paths[file.name].append(file.path.as_posix())
+
+    def local_path(self, filename: str) -> str:
+        queue = self._paths.get(filename)
+        return queue.popleft() if queue else filename
+
+
+# --- the commands -----------------------------------------------------------------
+
+
+def cmd_submit(args) -> int:
+    from cli.client import Client
+
+    files, skipped = collect_files(args.paths)
+    left_out = f"left out {skipped} file(s) that are not images or zip archives"
+    if not files:
+        raise UserError("no image files or zip archives found in the paths given"
+                        + (f" ({left_out})" if skipped else ""))
+    if skipped:
+        print(left_out, file=sys.stderr)
+    client = Client(args.server)
+    started = time.monotonic()
+    job = upload(client, files)
+    if args.no_wait:
+        print(job["id"])
+        return 0
+    job = wait(client, job)
+    rows = result_rows(client, job["id"], PathMap(files))
+    write_csv(args.out, rows)
+    print(summary(job, time.monotonic() - started))
+    print(f"wrote {len(rows)} results to {args.out}")
+    return 0 if job["status"] == "succeeded" else 1
+
+
+def upload(client, files: list[LocalFile], max_files: int = CHUNK_FILES,
+           max_bytes: int = CHUNK_BYTES) -> dict:
+    """Create one open job with the first chunk, add the rest, then seal it."""
+    from tqdm import tqdm
+
+    job: dict | None = None
+    with tqdm(total=len(files), unit="file", desc="upload", disable=None) as bar:
+        for chunk in chunked(files, max_files, max_bytes):
+            with _opened(chunk) as uploads:
+                if job is None:
+                    job = client.create_job(uploads, open_=True)
+                    # Printed early so that an interrupted wait can be picked up later.
+                    bar.write(f"job {job['id']}", file=sys.stderr)
+                else:
+                    job = client.add_images(job["id"], uploads)["job"]
+            bar.update(len(chunk))
+    assert job is not None  # collect_files found at least one file
+    return client.seal(job["id"])
+
+
+@contextlib.contextmanager
+def _opened(chunk: list[LocalFile]):
+    """The chunk's files opened for a multipart upload, closed afterwards."""
+    with contextlib.ExitStack() as stack:
+        uploads = []
+        for file in chunk:
+            try:
+                fh = stack.enter_context(file.path.open("rb"))
+            except OSError as exc:
+                raise UserError(f"{file.path}: cannot read ({exc.strerror})") from None
+            kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+            uploads.append((file.name, fh, kind))
+        yield uploads
+
+
+def wait(client, job: dict) -> dict:
+    """Poll the job until it is final, with a progress bar over its images."""
+    from tqdm import tqdm
+
+    with tqdm(total=job["counts"]["total"], unit="img", desc="classify", disable=None) as bar:
+        while True:
+            counts = job["counts"]
+            bar.total = counts["total"]  # zips are expanded on the server: totals may grow
+            bar.update(counts["total"] - counts["pending"] - bar.n)
+            if job["status"] in FINAL_STATUSES:
+                return job
+            time.sleep(POLL_S)
+            job = client.get_job(job["id"])
+
+
+def result_rows(client, job_id: str, paths: PathMap) -> list[dict]:
+    """One CSV row per result item, in upload order, keyed by the local path."""
+    rows = []
+    for item in client.iter_results(job_id):
+        confidence = item.get("confidence")
+        rows.append({
+            "path": paths.local_path(item["filename"]),
+            "digit": "" if item.get("digit") is None else item["digit"],
+            "confidence": "" if confidence is None else f"{confidence:.4f}",
+            "status": item["status"],
+            "error": item.get("error") or "",
+        })
+    return rows
+
+
+def write_csv(out: Path, rows: list[dict]) -> None:
+    try:
+        with out.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+    except OSError as exc:
+        raise UserError(f"cannot write {out}: {exc.strerror}") from None
+
+
+def summary(job: dict, elapsed_s: float) -> str:
+    c = job["counts"]
+    rate = c["total"] / elapsed_s if elapsed_s > 0 else 0.0
+    lines = [
+        f"job {job['id']} {job['status']}: {c['total']} images in {elapsed_s:.1f} s "
+        f"({rate:.0f} images/s)",
+        f"  done {c['done']} (no digit {c['no_digit']}), failed {c['failed']}, "
+        f"needs review {c['needs_review']}"
+        + (f", cancelled {c['cancelled']}" if c.get("cancelled") else ""),
+    ]
+    if c["failed"] and job["status"] == "succeeded":
+        lines.append(f"  {c['failed']} images could not be read: see the error column")
+    return "\n".join(lines)
+
+
+def cmd_status(args) -> int:
+    from cli.client import Client
+
+    job = Client(args.server).get_job(args.job)
+    if args.json:
+        print(json.dumps(job, indent=2))
+        return 0
+    c = job["counts"]
+    print(f"job {job['id']}: {job['status']}" + (" (open: takes more images)"
+                                                 if job.get("open") else ""))
+    print(f"  total {c['total']}, pending {c['pending']}, done {c['done']} "
+          f"(no digit {c['no_digit']}), failed {c['failed']}, "
+          f"needs review {c['needs_review']}, cancelled {c.get('cancelled', 0)}")
+    for key in ("created_at", "started_at", "finished_at", "model_version"):
+        if job.get(key):
+            print(f"  {key.replace('_', ' ')}: {job[key]}")
+    return 0
+
+
+def cmd_results(args) -> int:
+    from cli.client import Client
+
+    client = Client(args.server)
+    if args.format == "csv":
+        text = client.results_csv(args.job)
+    else:
+        text = json.dumps(list(client.iter_results(args.job)), indent=2) + "\n"
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        args.out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot write {args.out}: {exc.strerror}") from None
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    from cli.client import Client
+
+    job = Client(args.server).cancel(args.job)
+    print(f"job {job['id']}: {job['status']}")
+    return 0
