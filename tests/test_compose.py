@@ -1,0 +1,108 @@
+"""docker-compose.yml and the Dockerfile, checked without a Docker engine: the services
+and their wiring, and that every command is a real `digits` subcommand."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cli.main import build_parser
+
+ROOT = Path(__file__).resolve().parent.parent
+DIGITS_SERVICES = {"migrate", "api", "worker", "interactive", "scheduler"}
+LONG_RUNNING = {"redis", "postgres", "api", "worker", "interactive", "scheduler"}
+
+
+@pytest.fixture(scope="module")
+def services() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+
+
+def test_the_services_are_all_there(services):
+    assert set(services) == {"redis", "postgres", *DIGITS_SERVICES}
+
+
+def test_redis_never_evicts_queued_work(services):
+    command = services["redis"]["command"]
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+
+
+@pytest.mark.parametrize("name", sorted(LONG_RUNNING))
+def test_long_running_services_have_a_healthcheck(services, name):
+    test = services[name]["healthcheck"]["test"]
+    assert test[0] in ("CMD", "CMD-SHELL")
+    if test[1:3] == ["python", "-c"]:
+        compile(test[3], f"{name} healthcheck", "exec")  # YAML indentation kept the code whole
+
+
+@pytest.mark.parametrize("name", ["worker", "interactive"])
+def test_workers_can_be_scaled(services, name):
+    """`--scale worker=N` needs no fixed container name and no fixed host port."""
+    assert "container_name" not in services[name]
+    assert "ports" not in services[name]
+
+
+def test_dependencies_wait_for_health_and_for_the_migration(services):
+    for name, service in services.items():
+        for dependency, rule in service.get("depends_on", {}).items():
+            condition = rule["condition"]
+            if condition == "service_healthy":
+                assert "healthcheck" in services[dependency], (name, dependency)
+            else:
+                assert condition == "service_completed_successfully", (name, dependency)
+    assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["migrate"]["restart"] == "no"  # one-off, not restarted after success
+    for name in DIGITS_SERVICES - {"migrate"}:
+        depends = services[name]["depends_on"]
+        assert depends["migrate"]["condition"] == "service_completed_successfully", name
+        assert depends["redis"]["condition"] == "service_healthy", name
+
+
+def test_digits_services_are_configured_by_digits_variables(services):
+    for name in DIGITS_SERVICES:
+        env = services[name]["environment"]
+        assert all(key.startswith("DIGITS_") for key in env), name
+        assert env["DIGITS_DATABASE_URL"] == (
+            "postgresql+psycopg://digits:digits@postgres:5432/digits")
+        assert env["DIGITS_REDIS_URL"] == "redis://redis:6379/0"
+
+
+@pytest.mark.parametrize("name, subcommand", [
+    ("migrate", "db"), ("api", "api"), ("worker", "worker"), ("interactive", "worker"),
+    ("scheduler", "reconcile"),
+])
+def test_commands_are_real_digits_subcommands(services, name, subcommand):
+    command = services[name]["command"]
+    assert command[0] == "digits"
+    try:
+        args = build_parser().parse_args(command[1:])
+    except SystemExit:
+        pytest.fail(f"{name}: `{' '.join(command)}` is not a valid digits command")
+    assert args.command == subcommand
+
+
+@pytest.mark.parametrize("name, queue", [("worker", "bulk"), ("interactive", "interactive")])
+def test_each_worker_service_consumes_its_queue(services, name, queue):
+    command = services[name]["command"]
+    assert command[command.index("--queues") + 1] == queue
+
+
+def test_the_image_installs_the_pinned_model_side():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "FROM python:3.11-slim" in dockerfile
+    assert "pip install -c constraints.txt '.[ml]'" in dockerfile
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert ".venv" in ignored and ".git" in ignored
+    assert "models" not in ignored  # the trained model ships in the image
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None,
+                    reason="docker-compose not installed (make system-deps)")
+def test_docker_compose_accepts_the_file():
+    result = subprocess.run(["docker-compose", "config", "-q"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
