@@ -16,7 +16,7 @@ export DIGITS_DATA_DIR
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PIP) -e '.[ml,local,dev]'
+	$(PIP) --config-settings editable_mode=compat -e '.[ml,local,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,5 +1,124 @@
-"""Commands registered by this module (being written)."""
+"""Service commands: `digits api`, `worker`, `db upgrade`, `reconcile` and `up`."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import uuid
+
+from shared.queues import BULK_QUEUE, INTERACTIVE_QUEUE
 
 
 def register(sub) -> None:
-    """No commands yet."""
+    p = sub.add_parser("up", help="run the whole local stack in the foreground")
+    p.add_argument("--workers", type=int, default=2, help="bulk worker processes")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("api", help="serve the HTTP API under gunicorn")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--processes", type=int, default=2, help="gunicorn worker processes")
+    p.add_argument("--threads", type=int, default=8, help="threads per gunicorn process")
+    p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("worker", help="run a Celery worker against the configured Redis and DB")
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="worker processes (default: one per CPU core)")
+    p.add_argument("--queues", default=f"{INTERACTIVE_QUEUE},{BULK_QUEUE}",
+                   help="comma-separated queues to consume")
+    p.add_argument("--loglevel", default="info")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("db", help="database maintenance")
+    dbsub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    up = dbsub.add_parser("upgrade", help="apply the Alembic migrations")
+    up.add_argument("revision", nargs="?", default="head")
+    up.set_defaults(func=cmd_db_upgrade)
+
+    p = sub.add_parser("reconcile", help="re-queue pending images whose messages were lost")
+    p.add_argument("--every", type=float, default=None,
+                   help="keep running, reconciling every N seconds")
+    p.add_argument("--older-than", type=float, default=None,
+                   help="only items queued more than N seconds ago (DIGITS_RECONCILE_AFTER_S)")
+    p.set_defaults(func=cmd_reconcile)
+
+
+def cmd_up(args) -> int:
+    from cli.stack import up
+    from shared.settings import get_settings
+
+    return up(args.workers, args.host, args.port, get_settings().state_dir)
+
+
+def cmd_api(args) -> int:
+    argv = [sys.executable, "-m", "gunicorn", "api:create_app()",
+            "--bind", f"{args.host}:{args.port}", "--workers", str(args.processes),
+            "--threads", str(args.threads), "--worker-class", "gthread",
+            "--timeout", "120", "--graceful-timeout", "20",
+            "--access-logfile", "-", "--error-logfile", "-", "--log-level", "warning"]
+    os.execv(sys.executable, argv)  # gunicorn takes over this process and its signals
+    return 0
+
+
+def cmd_worker(args) -> int:
+    from shared.settings import get_settings
+
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    unknown = set(queues) - {INTERACTIVE_QUEUE, BULK_QUEUE}
+    if unknown:
+        from cli.main import UserError
+
+        raise UserError(f"unknown queue {sorted(unknown)[0]!r}; use {INTERACTIVE_QUEUE} "
+                        f"and/or {BULK_QUEUE}")
+    concurrency = args.concurrency or os.cpu_count() or 1
+    # Give each pool process its share of the cores, not all of them each.
+    os.environ.setdefault("DIGITS_TORCH_THREADS",
+                          str(max(1, (os.cpu_count() or 1) // concurrency)))
+    get_settings.cache_clear()
+    if not get_settings().redis_url:
+        from cli.main import UserError
+
+        raise UserError("DIGITS_REDIS_URL is not set; point it at the Redis the API uses")
+    from worker.celery_app import app
+
+    name = f"{'+'.join(queues)}-{uuid.uuid4().hex[:6]}@%h"
+    app.worker_main(argv=["worker", "--queues", ",".join(queues), "--concurrency",
+                          str(concurrency), "--hostname", name, "--loglevel", args.loglevel,
+                          "--without-gossip", "--without-mingle", "-O", "fair"])
+    return 0
+
+
+def cmd_db_upgrade(args) -> int:
+    from shared import migrate
+    from shared.settings import get_settings
+
+    migrate.upgrade(args.revision)
+    print(f"database at revision {migrate.current()} "
+          f"({get_settings().effective_database_url.split('@')[-1]})")
+    return 0
+
+
+def cmd_reconcile(args) -> int:
+    from shared.celery_app import make_celery
+    from shared.reconcile import reconcile
+    from shared.settings import get_settings
+
+    settings = get_settings()
+    celery = make_celery(settings)
+    older = settings.reconcile_after_s if args.older_than is None else args.older_than
+    while True:
+        try:
+            queued = reconcile(celery, older, settings.chunk_size)
+            if args.every is None:
+                print(f"re-queued {queued} items")
+                return 0
+        except Exception as exc:  # keep the loop alive through a Redis or DB outage
+            if args.every is None:
+                raise
+            print(f"reconcile failed: {exc}", file=sys.stderr, flush=True)
+        time.sleep(args.every)
+
+

@@ -1,0 +1,171 @@
+"""Job operations as plain functions over a session; the views stay thin.
+
+Every write commits the items before their ids are queued (the database is the
+source of truth). If Redis is unreachable at that moment the images are still
+safe: the reconciler queues them once it is back.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+from celery import Celery
+from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from api.errors import ApiError
+from api.uploads import Upload
+from shared import db, dispatch, jobstate
+from shared.models import Item, ItemStatus, Job, JobStatus, new_job_id
+from shared.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def get_job(session: Session, owner: str, job_id: str) -> Job:
+    job = session.get(Job, job_id)
+    if job is None or job.owner != owner:
+        raise ApiError(404, "job_not_found", f"no job {job_id!r}")
+    return job
+
+
+def _insert_items(session: Session, job: Job, uploads: list[Upload]) -> list[int]:
+    """Insert the uploads; returns the ids of those to queue, in upload order."""
+    if not uploads:
+        return []
+    now = datetime.now(UTC)
+    rows = [{"job_id": job.id, "filename": u.filename[:1000], "content": u.content,
+             "status": u.status, "error": u.error,
+             "finished_at": None if u.status == ItemStatus.PENDING else now,
+             "queued_at": now if u.status == ItemStatus.PENDING else None}
+            for u in uploads]
+    ids = session.execute(
+        insert(Item).returning(Item.id, Item.status, sort_by_parameter_order=True), rows
+    ).all()
+    session.execute(update(Job).where(Job.id == job.id)
+                    .values(total=Job.total + len(rows)))
+    return [i for i, status in ids if status == ItemStatus.PENDING]
+
+
+def _queue(celery: Celery, ids: list[int]) -> None:
+    try:
+        dispatch.send_chunks(celery, ids, get_settings().chunk_size)
+    except Exception as exc:  # Redis down: the items are committed; the reconciler re-queues
+        log.warning("could not queue %d items now (%s); the reconciler will", len(ids), exc)
+
+
+def create_job(celery: Celery, owner: str, uploads: list[Upload], open_: bool,
+               idempotency_key: str | None, model_version: str | None) -> tuple[str, bool]:
+    """Returns (job id, created). A repeated Idempotency-Key returns the first job."""
+    if idempotency_key:
+        with db.session() as s:
+            existing = s.scalar(select(Job.id).where(Job.owner == owner,
+                                                     Job.idempotency_key == idempotency_key))
+        if existing:
+            return existing, False
+    if not uploads and not open_:
+        raise ApiError(400, "no_files", "send at least one file, or create the job with open=true")
+    try:
+        with db.session() as s:
+            job = Job(id=new_job_id(), owner=owner, open=open_, idempotency_key=idempotency_key,
+                      model_version=model_version, total=0)
+            s.add(job)
+            s.flush()
+            ids = _insert_items(s, job, uploads)
+    except IntegrityError:
+        # Two creates with one key raced; the other one won.
+        with db.session() as s:
+            existing = s.scalar(select(Job.id).where(Job.owner == owner,
+                                                     Job.idempotency_key == idempotency_key))
+        if existing is None:
+            raise
+        return existing, False
+    _queue(celery, ids)
+    _close_if_done(job.id)
+    return job.id, True
+
+
+def add_images(celery: Celery, owner: str, job_id: str, uploads: list[Upload]) -> int:
+    with db.session() as s:
+        job = get_job(s, owner, job_id)
+        if not job.open or job.status in JobStatus.FINAL:
+            raise ApiError(409, "job_sealed",
+                           f"job {job_id} is {'sealed' if not job.open else job.status}; "
+                           "create a new job or create it with open=true")
+        ids = _insert_items(s, job, uploads)
+    _queue(celery, ids)
+    return len(uploads)
+
+
+def seal(owner: str, job_id: str) -> None:
+    with db.session() as s:
+        job = get_job(s, owner, job_id)
+        if job.status == JobStatus.CANCELLED:
+            raise ApiError(409, "job_cancelled", f"job {job_id} is cancelled")
+        job.open = False
+    _close_if_done(job_id)
+
+
+def _close_if_done(job_id: str) -> None:
+    with db.session() as s:
+        jobstate.finish_if_complete(s, [job_id])
+
+
+def cancel(owner: str, job_id: str) -> None:
+    with db.session() as s:
+        job = get_job(s, owner, job_id)
+        if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+            raise ApiError(409, "job_finished", f"job {job_id} has already {job.status}")
+        jobstate.cancel(s, job_id)
+
+
+def decode_cursor(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        return int(base64.urlsafe_b64decode(cursor.encode()).decode().removeprefix("after:"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "bad_cursor", "the cursor is not one this server gave out") from exc
+
+
+def encode_cursor(value: int | str) -> str:
+    return base64.urlsafe_b64encode(f"after:{value}".encode()).decode()
+
+
+def result_page(session: Session, job_id: str, after: int, limit: int,
+                statuses: list[str] | None, needs_review: bool | None) -> list[Item]:
+    query = select(Item).where(Item.job_id == job_id, Item.id > after)
+    if statuses:
+        query = query.where(Item.status.in_(statuses))
+    if needs_review is not None:
+        query = query.where(Item.needs_review == needs_review)
+    return list(session.scalars(query.order_by(Item.id).limit(limit)))
+
+
+def iter_results(job_id: str, statuses: list[str] | None,
+                 needs_review: bool | None) -> Iterator[Item]:
+    """Every matching item, a page per short transaction (for CSV streaming)."""
+    after = 0
+    while True:
+        with db.session() as s:
+            page = result_page(s, job_id, after, 1000, statuses, needs_review)
+        yield from page
+        if len(page) < 1000:
+            return
+        after = page[-1].id
+
+
+def list_jobs(session: Session, owner: str, cursor: str | None, limit: int) -> list[Job]:
+    """Newest first, keyset-paginated on (created_at, id)."""
+    query = select(Job).where(Job.owner == owner)
+    if cursor:
+        anchor = session.get(Job, cursor)
+        if anchor is None or anchor.owner != owner:
+            raise ApiError(400, "bad_cursor", "the cursor is not one this server gave out")
+        query = query.where(tuple_(Job.created_at, Job.id) < (anchor.created_at, anchor.id))
+    return list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc())
+                                .limit(limit)))

@@ -1,0 +1,219 @@
+"""The OpenAPI 3.1 document at /api/v1/openapi.json. tests/test_openapi.py checks real
+responses against these schemas, so keep them in step with api/serialize.py."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+bp = Blueprint("openapi", __name__, url_prefix="/api/v1")
+
+NULLABLE_STR = {"type": ["string", "null"]}
+TIME = {"type": ["string", "null"], "format": "date-time"}
+COUNTS = {
+    "type": "object",
+    "required": ["total", "pending", "done", "failed", "no_digit", "needs_review", "cancelled"],
+    "properties": {k: {"type": "integer", "minimum": 0} for k in
+                   ("total", "pending", "done", "failed", "no_digit", "needs_review",
+                    "cancelled")},
+    "description": "done = classified or no_digit; failed items never fail the whole job.",
+}
+JOB_STATUS = ["queued", "running", "succeeded", "failed", "cancelled"]
+ITEM_STATUS = ["pending", "done", "no_digit", "failed", "cancelled"]
+PROBS = {"type": ["array", "null"], "items": {"type": "number", "minimum": 0, "maximum": 1},
+         "minItems": 10, "maxItems": 10}
+
+SCHEMAS = {
+    "Error": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "object", "required": ["code", "message"],
+                                 "properties": {"code": {"type": "string"},
+                                                "message": {"type": "string"}}}},
+    },
+    "Job": {
+        "type": "object",
+        "required": ["id", "object", "status", "open", "owner", "counts", "created_at",
+                     "started_at", "finished_at", "model_version", "links"],
+        "properties": {
+            "id": {"type": "string", "pattern": "^job_[0-9a-f]{32}$"},
+            "object": {"const": "job"},
+            "status": {"enum": JOB_STATUS},
+            "open": {"type": "boolean"},
+            "owner": {"type": "string"},
+            "counts": COUNTS,
+            "created_at": {"type": "string", "format": "date-time"},
+            "started_at": TIME, "finished_at": TIME,
+            "model_version": NULLABLE_STR,
+            "links": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    },
+    "Item": {
+        "type": "object",
+        "required": ["id", "filename", "status", "digit", "confidence", "probabilities",
+                     "needs_review", "error", "links"],
+        "properties": {
+            "id": {"type": "integer"},
+            "filename": {"type": "string"},
+            "status": {"enum": ITEM_STATUS},
+            "digit": {"type": ["integer", "null"], "minimum": 0, "maximum": 9},
+            "confidence": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+            "probabilities": PROBS,
+            "needs_review": {"type": "boolean"},
+            "error": NULLABLE_STR,
+            "links": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    },
+    "JobList": {
+        "type": "object", "required": ["object", "data", "has_more", "next_cursor"],
+        "properties": {"object": {"const": "list"},
+                       "data": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
+                       "has_more": {"type": "boolean"}, "next_cursor": NULLABLE_STR},
+    },
+    "ItemList": {
+        "type": "object", "required": ["object", "data", "has_more", "next_cursor"],
+        "properties": {"object": {"const": "list"},
+                       "data": {"type": "array", "items": {"$ref": "#/components/schemas/Item"}},
+                       "has_more": {"type": "boolean"}, "next_cursor": NULLABLE_STR},
+    },
+    "AddedImages": {
+        "type": "object", "required": ["job", "added"],
+        "properties": {"job": {"$ref": "#/components/schemas/Job"},
+                       "added": {"type": "integer", "minimum": 0}},
+    },
+    "Prediction": {
+        "type": "object",
+        "required": ["object", "status", "digit", "confidence", "probabilities", "needs_review",
+                     "model_version"],
+        "properties": {
+            "object": {"const": "prediction"},
+            "status": {"enum": ["done", "no_digit"]},
+            "digit": {"type": ["integer", "null"], "minimum": 0, "maximum": 9},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "probabilities": PROBS,
+            "needs_review": {"type": "boolean"},
+            "error": NULLABLE_STR,
+            "model_version": {"type": "string"},
+        },
+    },
+    "Health": {"type": "object", "required": ["status"],
+               "properties": {"status": {"type": "string"},
+                              "checks": {"type": "object",
+                                         "additionalProperties": {"type": "string"}}}},
+}
+
+
+def _json(schema: str) -> dict:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}}
+
+
+def _resp(description: str, schema: str) -> dict:
+    return {"description": description, "content": _json(schema)}
+
+
+ERRORS = {
+    "400": _resp("Bad request", "Error"),
+    "404": _resp("Unknown job", "Error"),
+    "409": _resp("The job cannot take this action in its state", "Error"),
+    "413": _resp("Request too large", "Error"),
+}
+UPLOAD = {"content": {"multipart/form-data": {"schema": {
+    "type": "object",
+    "properties": {
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                  "description": "Images and zip archives (expanded; members become items)."},
+        "open": {"type": "boolean", "description": "Keep the job open for more images."},
+    }}}}}
+JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+OWNER = {"name": "X-Digits-Owner", "in": "header", "required": False,
+         "schema": {"type": "string"}, "description": "Owner of the jobs (default anonymous)."}
+
+
+def _op(summary: str, responses: dict, **extra) -> dict:
+    return {"summary": summary, "parameters": [OWNER, *extra.pop("parameters", [])],
+            "responses": responses, **extra}
+
+
+PATHS = {
+    "/api/v1/jobs": {
+        "post": _op("Create a job from images and zip archives",
+                    {"202": _resp("The job, queued", "Job"), **ERRORS},
+                    requestBody=UPLOAD,
+                    parameters=[{"name": "Idempotency-Key", "in": "header", "required": False,
+                                 "schema": {"type": "string"}}]),
+        "get": _op("List jobs, newest first", {"200": _resp("A page of jobs", "JobList")},
+                   parameters=[{"name": "limit", "in": "query", "schema": {"type": "integer"}},
+                               {"name": "cursor", "in": "query", "schema": {"type": "string"}}]),
+    },
+    "/api/v1/jobs/{job_id}": {
+        "get": _op("Job status and counts", {"200": _resp("The job", "Job"), **ERRORS},
+                   parameters=[JOB_ID]),
+    },
+    "/api/v1/jobs/{job_id}/images": {
+        "post": _op("Add images to an open job",
+                    {"202": _resp("Images added", "AddedImages"), **ERRORS},
+                    parameters=[JOB_ID], requestBody=UPLOAD),
+    },
+    "/api/v1/jobs/{job_id}/seal": {
+        "post": _op("Seal an open job: no more images", {"200": _resp("The job", "Job"),
+                                                          **ERRORS}, parameters=[JOB_ID]),
+    },
+    "/api/v1/jobs/{job_id}/cancel": {
+        "post": _op("Cancel the remaining work", {"200": _resp("The job", "Job"), **ERRORS},
+                    parameters=[JOB_ID]),
+    },
+    "/api/v1/jobs/{job_id}/results": {
+        "get": _op(
+            "Results, cursor-paginated, or all of them as CSV",
+            {"200": {"description": "A page of items, or CSV with format=csv",
+                     "content": {**_json("ItemList"), "text/csv": {"schema": {"type": "string"}}}},
+             **ERRORS},
+            parameters=[
+                JOB_ID,
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "maximum": 1000}},
+                {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                {"name": "status", "in": "query", "schema": {"type": "string"},
+                 "description": "Comma-separated item statuses"},
+                {"name": "needs_review", "in": "query", "schema": {"type": "boolean"}},
+                {"name": "format", "in": "query", "schema": {"enum": ["json", "csv"]}},
+            ]),
+    },
+    "/api/v1/jobs/{job_id}/items/{item_id}/image": {
+        "get": _op("The uploaded image of one item",
+                   {"200": {"description": "The image bytes",
+                            "content": {"image/*": {"schema": {"type": "string",
+                                                                "format": "binary"}}}},
+                    **ERRORS},
+                   parameters=[JOB_ID, {"name": "item_id", "in": "path", "required": True,
+                                        "schema": {"type": "integer"}}]),
+    },
+    "/api/v1/predict": {
+        "post": {
+            "summary": "Classify one image now (interactive queue)",
+            "requestBody": {"content": {"multipart/form-data": {"schema": {
+                "type": "object", "properties": {"image": {"type": "string",
+                                                           "format": "binary"}}}}}},
+            "responses": {"200": _resp("The prediction", "Prediction"),
+                          "413": _resp("Too large", "Error"),
+                          "422": _resp("Not a usable image", "Error"),
+                          "504": _resp("No worker answered in time", "Error")},
+        },
+    },
+    "/healthz": {"get": {"summary": "The process is up",
+                         "responses": {"200": _resp("Up", "Health")}}},
+    "/readyz": {"get": {"summary": "Database, Redis and a worker answer",
+                        "responses": {"200": _resp("Ready", "Health"),
+                                      "503": _resp("Not ready", "Health")}}},
+}
+
+DOCUMENT = {
+    "openapi": "3.1.0",
+    "info": {"title": "digits", "version": "1",
+             "description": "Bulk handwritten-digit recognition. Submit images as jobs, poll "
+                            "them, page through the results."},
+    "paths": PATHS,
+    "components": {"schemas": SCHEMAS},
+}
+
+
+@bp.get("/openapi.json")
+def openapi_json():
+    return jsonify(DOCUMENT)

@@ -1,0 +1,165 @@
+"""Job endpoints under /api/v1: create, feed, seal, poll, page through results, cancel."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from api import jobs_service as svc
+from api import serialize
+from api.errors import ApiError
+from api.uploads import collect
+from shared import db, jobstate
+from shared.imaging import sniff_format
+from shared.models import Item, ItemStatus
+from shared.settings import get_settings
+
+bp = Blueprint("jobs", __name__, url_prefix="/api/v1")
+
+OWNER_HEADER = "X-Digits-Owner"  # until authentication lands, the caller names itself
+
+
+def owner() -> str:
+    return (request.headers.get(OWNER_HEADER) or "anonymous").strip()[:200] or "anonymous"
+
+
+def _uploads():
+    s = get_settings()
+    files = [f for key in request.files for f in request.files.getlist(key)]
+    return collect(files, s.max_image_bytes, 4 * s.max_request_bytes)
+
+
+def _flag(name: str) -> bool | None:
+    value = request.args.get(name) if name in request.args else request.form.get(name)
+    if value is None or value == "":
+        return None
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise ApiError(400, "bad_parameter", f"{name} must be true or false")
+
+
+def _job_body(job_id: str) -> dict:
+    with db.session() as s:
+        job = svc.get_job(s, owner(), job_id)
+        return serialize.job(job, jobstate.counts(s, [job_id])[job_id])
+
+
+def _celery():
+    return current_app.extensions["celery"]
+
+
+@bp.post("/jobs")
+def create_job():
+    key = request.headers.get("Idempotency-Key")
+    job_id, created = svc.create_job(_celery(), owner(), _uploads(), bool(_flag("open")),
+                                     key[:200] if key else None,
+                                     current_app.config.get("MODEL_VERSION"))
+    body = _job_body(job_id)
+    headers = {"Location": body["links"]["self"]}
+    if not created:
+        headers["Idempotent-Replayed"] = "true"
+    return jsonify(body), 202, headers
+
+
+@bp.get("/jobs")
+def list_jobs():
+    limit = request.args.get("limit", 20, type=int)
+    limit = max(1, min(limit, 100))
+    with db.session() as s:
+        jobs = svc.list_jobs(s, owner(), request.args.get("cursor"), limit + 1)
+        more = len(jobs) > limit
+        jobs = jobs[:limit]
+        counts = jobstate.counts(s, [j.id for j in jobs])
+        data = [serialize.job(j, counts[j.id]) for j in jobs]
+    return jsonify({"object": "list", "data": data, "has_more": more,
+                    "next_cursor": data[-1]["id"] if more else None})
+
+
+@bp.get("/jobs/<job_id>")
+def get_job(job_id: str):
+    return jsonify(_job_body(job_id))
+
+
+@bp.post("/jobs/<job_id>/images")
+def add_images(job_id: str):
+    added = svc.add_images(_celery(), owner(), job_id, _uploads())
+    return jsonify({"job": _job_body(job_id), "added": added}), 202
+
+
+@bp.post("/jobs/<job_id>/seal")
+def seal(job_id: str):
+    svc.seal(owner(), job_id)
+    return jsonify(_job_body(job_id))
+
+
+@bp.post("/jobs/<job_id>/cancel")
+def cancel(job_id: str):
+    svc.cancel(owner(), job_id)
+    return jsonify(_job_body(job_id))
+
+
+def _status_filter() -> list[str] | None:
+    raw = request.args.get("status")
+    if not raw:
+        return None
+    statuses = [v.strip() for v in raw.split(",") if v.strip()]
+    known = {ItemStatus.PENDING, *ItemStatus.FINISHED}
+    unknown = [v for v in statuses if v not in known]
+    if unknown:
+        raise ApiError(400, "bad_parameter",
+                       f"unknown status {unknown[0]!r}; use one of {', '.join(sorted(known))}")
+    return statuses
+
+
+@bp.get("/jobs/<job_id>/results")
+def results(job_id: str):
+    statuses, review = _status_filter(), _flag("needs_review")
+    with db.session() as s:
+        svc.get_job(s, owner(), job_id)
+    if request.args.get("format") == "csv":
+        return _csv(job_id, statuses, review)
+    limit = max(1, min(request.args.get("limit", get_settings().page_size, type=int), 1000))
+    after = svc.decode_cursor(request.args.get("cursor"))
+    with db.session() as s:
+        page = svc.result_page(s, job_id, after, limit + 1, statuses, review)
+    more = len(page) > limit
+    page = page[:limit]
+    return jsonify({"object": "list", "data": [serialize.item(i) for i in page],
+                    "has_more": more,
+                    "next_cursor": svc.encode_cursor(page[-1].id) if more else None})
+
+
+def _csv(job_id: str, statuses, review) -> Response:
+    def rows():
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(serialize.CSV_COLUMNS)
+        for n, item in enumerate(svc.iter_results(job_id, statuses, review), 1):
+            writer.writerow(serialize.csv_row(item))
+            if n % 500 == 0:
+                yield buffer.getvalue()
+                buffer.seek(0)
+                buffer.truncate()
+        yield buffer.getvalue()
+
+    return Response(rows(), mimetype="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="{job_id}-results.csv"'})
+
+
+@bp.get("/jobs/<job_id>/items/<int:item_id>/image")
+def item_image(job_id: str, item_id: int):
+    with db.session() as s:
+        svc.get_job(s, owner(), job_id)
+        item = s.get(Item, item_id)
+        if item is None or item.job_id != job_id:
+            raise ApiError(404, "item_not_found", f"no item {item_id} in job {job_id}")
+        content = item.content
+    fmt = sniff_format(content)
+    mimetype = f"image/{fmt.lower()}" if fmt else "application/octet-stream"
+    return Response(content, mimetype=mimetype,
+                    headers={"Cache-Control": "private, max-age=3600",
+                             "X-Content-Type-Options": "nosniff"})

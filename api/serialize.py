@@ -1,0 +1,67 @@
+"""JSON shapes of the API (documented in api/openapi.py)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from shared.models import Item, Job
+
+PREFIX = "/api/v1"
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite hands back naive datetimes; they were stored in UTC
+        value = value.replace(tzinfo=UTC)
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def job(j: Job, counts: dict[str, int]) -> dict:
+    base = f"{PREFIX}/jobs/{j.id}"
+    return {
+        "id": j.id,
+        "object": "job",
+        "status": j.status,
+        "open": j.open,
+        "owner": j.owner,
+        "counts": counts,
+        "created_at": iso(j.created_at),
+        "started_at": iso(j.started_at),
+        "finished_at": iso(j.finished_at),
+        "model_version": j.model_version,
+        "links": {
+            "self": base,
+            "results": f"{base}/results",
+            "csv": f"{base}/results?format=csv",
+            "images": f"{base}/images",
+            "seal": f"{base}/seal",
+            "cancel": f"{base}/cancel",
+            "page": f"/jobs/{j.id}",
+        },
+    }
+
+
+def item(i: Item) -> dict:
+    return {
+        "id": i.id,
+        "filename": i.filename,
+        "status": i.status,
+        "digit": i.digit,
+        "confidence": i.confidence,
+        "probabilities": i.probabilities,
+        "needs_review": bool(i.needs_review),
+        "error": i.error,
+        "links": {"image": f"{PREFIX}/jobs/{i.job_id}/items/{i.id}/image"},
+    }
+
+
+CSV_COLUMNS = ["id", "filename", "status", "digit", "confidence", "needs_review", "error",
+               *[f"p{d}" for d in range(10)]]
+
+
+def csv_row(i: Item) -> list:
+    probs = i.probabilities or [None] * 10
+    conf = None if i.confidence is None else f"{i.confidence:.6f}"
+    return [i.id, i.filename, i.status, i.digit, conf, str(bool(i.needs_review)).lower(),
+            i.error, *(None if p is None else f"{p:.6f}" for p in probs)]

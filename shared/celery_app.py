@@ -1,0 +1,45 @@
+"""The Celery application both sides share: broker, queues, routes and reliability settings.
+
+The API only sends tasks by name through it; the worker registers the task bodies
+(worker/tasks.py). Settings follow the traps recorded in the design notes: late
+acks with idempotent tasks, re-queue when a child dies, a deliberate visibility
+timeout, results stored only for the interactive predictions that wait for them.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from shared.queues import BULK_QUEUE, CLASSIFY_CHUNK, INTERACTIVE_QUEUE, PING, PREDICT_IMAGE
+from shared.settings import Settings, get_settings
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def make_celery(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    url = settings.redis_url or DEFAULT_REDIS_URL
+    app = Celery("digits", broker=url, backend=url)
+    app.conf.update(
+        task_queues=[Queue(INTERACTIVE_QUEUE), Queue(BULK_QUEUE)],
+        task_default_queue=BULK_QUEUE,
+        task_routes={
+            CLASSIFY_CHUNK: {"queue": BULK_QUEUE},
+            PREDICT_IMAGE: {"queue": INTERACTIVE_QUEUE},
+            PING: {"queue": INTERACTIVE_QUEUE},
+        },
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        task_ignore_result=True,  # bulk results live in the database, not in Redis
+        result_expires=300,
+        task_acks_late=True,  # a chunk is acknowledged after its results are committed
+        task_reject_on_worker_lost=True,  # a killed child's chunk goes back on the queue
+        worker_prefetch_multiplier=1,  # chunks are big; don't hoard them in one process
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+    return app

@@ -1,0 +1,64 @@
+"""The model inside a worker process: loaded once, on first use, after the fork.
+
+CUDA is touched only here, lazily, so a prefork parent never initialises it
+("Cannot re-initialize CUDA in forked subprocess"). Batches are capped at
+`max_batch_size`, measured as the fastest size on the target device (bench/).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+import torch
+
+from shared import artifact
+from shared.settings import get_settings
+from shared.verdict import softmax
+
+log = logging.getLogger(__name__)
+
+
+class Predictor:
+    def __init__(self, weights, device: str = "auto", max_batch_size: int = 64,
+                 threads: int = 0) -> None:
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if threads:
+            torch.set_num_threads(threads)
+        self.device = torch.device(device)
+        self.model, self.meta = artifact.load(weights, map_location=str(self.device))
+        self.temperature = float(self.meta.get("temperature", 1.0))
+        self.max_batch_size = max_batch_size
+        self.version = f"{self.meta.get('name', 'model')}@{self.meta['version']}"
+        log.info("model %s loaded on %s (%d threads)", self.version, self.device,
+                 torch.get_num_threads())
+
+    @torch.inference_mode()
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """(n, 28, 28) float32 in [0, 1] -> (n, 10) calibrated probabilities."""
+        out = []
+        for start in range(0, len(pixels), self.max_batch_size):
+            part = pixels[start : start + self.max_batch_size]
+            batch = torch.from_numpy(np.ascontiguousarray(part))
+            logits = self.model(batch.unsqueeze(1).to(self.device))
+            out.append(logits.float().cpu().numpy())
+        if not out:
+            return np.zeros((0, 10), np.float32)
+        return softmax(np.concatenate(out), self.temperature)
+
+
+_predictor: Predictor | None = None
+_lock = threading.Lock()
+
+
+def get_predictor() -> Predictor:
+    """The process's predictor, built on first call (not in worker_process_init, whose
+    handlers Celery kills after about 4 s)."""
+    global _predictor
+    with _lock:
+        if _predictor is None:
+            s = get_settings()
+            _predictor = Predictor(s.model_path, s.device, s.max_batch_size, s.torch_threads)
+        return _predictor

@@ -1,0 +1,111 @@
+"""What a worker does with a chunk of item ids, as plain functions the tasks wrap.
+
+Load the still-pending items, decode and normalise them (shared code), run the
+model in batches, and write every result keyed by item id in one transaction,
+guarded by `status = 'pending'`: an image processed twice (a redelivered chunk,
+a reconciler re-queue) keeps its first result, and cancelled items are skipped.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+from sqlalchemy import bindparam, select, update
+
+from shared import db, jobstate
+from shared.imaging import ImageError, Prepared, prepare
+from shared.models import Item, ItemStatus
+from shared.settings import get_settings
+from shared.verdict import judge
+from worker.inference import Predictor, get_predictor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    status: str
+    digit: int | None = None
+    confidence: float | None = None
+    probabilities: list[float] | None = None
+    needs_review: bool = False
+    error: str | None = None
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def classify(images: list[bytes], predictor: Predictor) -> list[Outcome]:
+    """Decode, normalise and classify; a bad image fails alone with its error."""
+    max_pixels = get_settings().max_image_pixels
+    outcomes: list[Outcome | None] = [None] * len(images)
+    good: list[tuple[int, Prepared]] = []
+    for i, data in enumerate(images):
+        try:
+            good.append((i, prepare(data, max_pixels)))
+        except ImageError as exc:
+            outcomes[i] = Outcome(ItemStatus.FAILED, error=f"{exc.code}: {exc}")
+    if good:
+        pixels = np.stack([p.pixels for _, p in good]).astype(np.float32)
+        probs = predictor.probabilities(pixels)
+        for (i, prepared), p in zip(good, probs, strict=True):
+            verdict = judge(prepared, p, predictor.meta)
+            outcomes[i] = Outcome(
+                status=verdict.status, digit=verdict.digit,
+                confidence=round(verdict.confidence, 6),
+                probabilities=[round(float(v), 6) for v in p],
+                needs_review=verdict.needs_review,
+            )
+    return [o for o in outcomes if o is not None]
+
+
+_write = (
+    update(Item.__table__)
+    .where(Item.__table__.c.id == bindparam("item_id"))
+    .where(Item.__table__.c.status == ItemStatus.PENDING)
+    .values(status=bindparam("new_status"), digit=bindparam("digit"),
+            confidence=bindparam("confidence"), probabilities=bindparam("probabilities"),
+            needs_review=bindparam("needs_review"), error=bindparam("error"),
+            finished_at=bindparam("finished_at"))
+)
+
+
+def classify_items(item_ids: list[int], predictor: Predictor | None = None) -> int:
+    """Classify the pending items among `item_ids`; returns how many results were written."""
+    with db.session() as s:
+        rows = s.execute(
+            select(Item.id, Item.job_id, Item.content)
+            .where(Item.id.in_(item_ids), Item.status == ItemStatus.PENDING)
+        ).all()
+    if not rows:
+        return 0
+    predictor = predictor or get_predictor()
+    outcomes = classify([r.content for r in rows], predictor)
+    now = datetime.now(UTC)
+    params = [
+        {"item_id": r.id, "new_status": o.status, "digit": o.digit, "confidence": o.confidence,
+         "probabilities": o.probabilities, "needs_review": o.needs_review, "error": o.error,
+         "finished_at": now}
+        for r, o in zip(rows, outcomes, strict=True)
+    ]
+    job_ids = sorted({r.job_id for r in rows})
+    with db.session() as s:
+        written = s.connection().execute(_write, params).rowcount
+        jobstate.mark_started(s, job_ids)
+    # A separate transaction, after the commit: whoever writes a job's last results
+    # sees them all here and closes the job.
+    with db.session() as s:
+        jobstate.finish_if_complete(s, job_ids)
+    log.info("chunk of %d items: %d written (jobs %s)", len(item_ids), written, job_ids)
+    return written
+
+
+def predict_bytes(data_b64: str, predictor: Predictor | None = None) -> dict:
+    """One image for the interactive queue: the result, never stored."""
+    predictor = predictor or get_predictor()
+    outcome = classify([base64.b64decode(data_b64)], predictor)[0]
+    return {**outcome.as_dict(), "model_version": predictor.version}
