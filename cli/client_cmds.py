@@ -219,10 +219,21 @@ def upload(client, files: list[LocalFile], max_files: int = CHUNK_FILES,
                     # Printed early so that an interrupted wait can be picked up later.
                     bar.write(f"job {job['id']}", file=sys.stderr)
                 else:
-                    job = client.add_images(job["id"], uploads)["job"]
+                    job = _add_or_cancel(client, job["id"], uploads)
             bar.update(len(chunk))
     assert job is not None  # collect_files found at least one file
     return client.seal(job["id"])
+
+
+def _add_or_cancel(client, job_id: str, uploads) -> dict:
+    """Add a chunk to the open job; if that fails, cancel the job rather than leave a
+    half-uploaded job open for ever, and say so in the one-line error."""
+    try:
+        return client.add_images(job_id, uploads)["job"]
+    except UserError as exc:
+        with contextlib.suppress(UserError):
+            client.cancel(job_id)
+        raise UserError(f"{exc} (job {job_id} cancelled)") from None
 
 
 @contextlib.contextmanager
@@ -291,7 +302,7 @@ def summary(job: dict, elapsed_s: float) -> str:
         + (f", cancelled {c['cancelled']}" if c.get("cancelled") else ""),
     ]
     if c["failed"] and job["status"] == "succeeded":
-        lines.append(f"  {c['failed']} images could not be read: see the error column")
+        lines.append(f"  {c['failed']} image(s) could not be read: see the error column")
     return "\n".join(lines)
 
 

@@ -75,6 +75,7 @@ def touch(path: Path, data: bytes = b"x") -> Path:
 
 
 def make_zip(path: Path, members: dict[str, bytes]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(path, "w") as archive:
         for name, data in members.items():
             archive.writestr(name, data)
@@ -320,6 +321,29 @@ def test_a_retried_create_returns_the_same_job(live_stack, tmp_path):
                                       idempotency_key="test-retried-create")["id"])
     assert len(ids) == 1
     client.cancel(ids.pop())
+
+
+def test_a_rejected_chunk_cancels_the_half_uploaded_job(live_stack, tmp_path):
+    """The second request holds a zip that would expand past the server's limit (300 MB
+    of zeros, 300 kB packed): the server refuses it with 413, and the open job is not
+    left behind waiting for images that will never come."""
+    from cli.client import Client
+    from cli.client_cmds import upload
+
+    images, _ = mnist_digits(1)
+    save_png(tmp_path / "a.png", images[0])
+    with zipfile.ZipFile(tmp_path / "b.zip", "w", zipfile.ZIP_DEFLATED) as archive, \
+            archive.open("zeros.png", "w", force_zip64=True) as member:
+        for _ in range(300):
+            member.write(bytes(1024 * 1024))
+    files, _ = collect_files([tmp_path])  # a.png, b.zip
+    client = Client(live_stack.url)
+
+    with pytest.raises(UserError, match=r"413.*\(job (job_\w+) cancelled\)$") as caught:
+        upload(client, files, max_files=1)
+
+    job_id = caught.value.args[0].rsplit("(job ", 1)[1].split()[0]
+    assert client.get_job(job_id)["status"] == "cancelled"
 
 
 @pytest.mark.slow

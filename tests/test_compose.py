@@ -4,7 +4,9 @@ and their wiring, and that every command is a real `digits` subcommand."""
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,33 @@ def test_docker_compose_accepts_the_file():
     result = subprocess.run(["docker-compose", "config", "-q"], cwd=ROOT,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+# --- the healthchecks' own code, run against the live stack ---------------------------
+
+
+def run_healthcheck(services: dict, name: str, env: dict[str, str]):
+    """Run a service's `python -c` healthcheck here, as Docker would in the container."""
+    code = services[name]["healthcheck"]["test"][3]
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_worker_healthcheck_finds_a_worker_on_this_host(services, live_stack):
+    healthy = run_healthcheck(services, "worker", live_stack.env)
+    assert healthy.returncode == 0, healthy.stderr
+    # Through another Redis database no worker answers: unhealthy, by the check's own
+    # verdict (exit 1, nothing on stderr), not by a crash.
+    other = live_stack.env["DIGITS_REDIS_URL"].rsplit("/", 1)[0] + "/7"
+    alone = run_healthcheck(services, "worker", {**live_stack.env, "DIGITS_REDIS_URL": other})
+    assert (alone.returncode, alone.stderr) == (1, "")
+
+
+def test_the_scheduler_healthcheck_needs_redis_and_the_database(services, live_stack):
+    healthy = run_healthcheck(services, "scheduler", live_stack.env)
+    assert healthy.returncode == 0, healthy.stderr
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    down = {**live_stack.env, "DIGITS_REDIS_URL": f"redis://127.0.0.1:{closed}/0"}
+    assert run_healthcheck(services, "scheduler", down).returncode != 0
