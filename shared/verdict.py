@@ -1,4 +1,9 @@
-"""From the model's calibrated probabilities to an item's status and review flag."""
+"""From the model's calibrated probabilities to an item's status and review flag.
+
+`digits calibrate` fits the thresholds on the validation part of the training digits,
+drawn as scans, plus generated pages that hold no digit, and stores them in the model
+metadata; the defaults below only serve a model that was never calibrated.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ from shared.imaging import Prepared
 # Defaults used when the model metadata carries no fitted thresholds.
 DEFAULT_REVIEW_THRESHOLD = 0.9
 DEFAULT_NO_DIGIT_THRESHOLD = 0.5
+DEFAULT_MAX_CLUTTER = 0.5  # share of the ink lying in specks and shapes away from the digit
+DEFAULT_MAX_INK_FRACTION = 0.5  # share of the page covered by ink
 
 
 @dataclass(frozen=True)
@@ -28,11 +35,23 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def looks_like_no_digit(prepared: Prepared, meta: dict) -> bool:
+    """Blank pages, noise and photos of other things, judged from the image alone."""
+    if not prepared.has_ink:
+        return True
+    if prepared.clutter > float(meta.get("no_digit_max_clutter", DEFAULT_MAX_CLUTTER)):
+        return True
+    max_ink = float(meta.get("no_digit_max_ink_fraction", DEFAULT_MAX_INK_FRACTION))
+    return prepared.ink_fraction > max_ink
+
+
 def judge(prepared: Prepared, probabilities: np.ndarray, meta: dict) -> Verdict:
+    """`probabilities` must be softmax(logits / meta["temperature"]): the thresholds were
+    fitted on that calibrated confidence."""
     review = float(meta.get("review_threshold", DEFAULT_REVIEW_THRESHOLD))
     no_digit = float(meta.get("no_digit_threshold", DEFAULT_NO_DIGIT_THRESHOLD))
     digit = int(np.argmax(probabilities))
     confidence = float(probabilities[digit])
-    if not prepared.has_ink or confidence < no_digit:
+    if looks_like_no_digit(prepared, meta) or confidence < no_digit:
         return Verdict("no_digit", None, confidence, needs_review=False)
     return Verdict("done", digit, confidence, needs_review=confidence < review)

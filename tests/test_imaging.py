@@ -1,0 +1,332 @@
+"""shared.imaging: every input family reaches the MNIST form; bad files are refused alone;
+shared.verdict: blank pages and noise are no_digit; thresholds as fitted."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shared.imaging import ImageError, Prepared, decode, prepare, sniff_format
+from shared.mnist import load_split
+from shared.verdict import Verdict, judge, softmax
+
+DATA_DIR = Path(os.environ.get("DIGITS_DATA_DIR", "/work/shared/data/mnist"))
+MODEL = Path(__file__).resolve().parents[1] / "models" / "digits-cnn.safetensors"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"MNIST not found in {DATA_DIR} (set DIGITS_DATA_DIR)")
+    test = load_split(DATA_DIR, "test")
+    return test.images[:300], test.labels[:300]
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    if not MODEL.is_file():
+        pytest.skip(f"the shipped model {MODEL} is absent (run `digits train`)")
+    from shared import artifact
+
+    return artifact.load(MODEL)
+
+
+def encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def page(digit: np.ndarray, height: int, paper=(255, 255, 255), ink=(0, 0, 0),
+         spread: float = 1.5, offset=(0.5, 0.5)) -> np.ndarray:
+    """An MNIST digit drawn `height` pixels tall in colour on a page, as RGB uint8."""
+    ys, xs = np.nonzero(digit)
+    crop = Image.fromarray(digit[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
+    scale = height / crop.height
+    big = crop.resize((max(1, round(crop.width * scale)), height), Image.BILINEAR)
+    a = np.asarray(big, dtype=np.float32) / 255
+    ph, pw = round(height * spread), round(height * spread)
+    top, left = round((ph - a.shape[0]) * offset[0]), round((pw - a.shape[1]) * offset[1])
+    cover = np.zeros((ph, pw), np.float32)
+    cover[top : top + a.shape[0], left : left + a.shape[1]] = a
+    rgb = (1 - cover[..., None]) * np.array(paper) + cover[..., None] * np.array(ink)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def similarity(prepared: Prepared, digit: np.ndarray) -> float:
+    """Correlation between the prepared pixels and the MNIST original."""
+    return float(np.corrcoef(prepared.pixels.ravel(), digit.ravel().astype(np.float32))[0, 1])
+
+
+def assert_like(data: bytes, digit: np.ndarray, least: float = 0.8) -> Prepared:
+    p = prepare(data)
+    assert p.has_ink
+    assert p.pixels.shape == (28, 28) and p.pixels.dtype == np.float32
+    assert p.pixels.min() >= 0 and p.pixels.max() <= 1
+    assert similarity(p, digit) > least, similarity(p, digit)
+    return p
+
+
+# --- formats and modes ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP"])
+def test_each_accepted_format(digits, fmt):
+    digit = digits[0][0]
+    data = encode(Image.fromarray(page(digit, 80, (245, 240, 225), (25, 40, 140))), fmt)
+    assert sniff_format(data) == fmt
+    assert_like(data, digit)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "1", "CMYK"])
+def test_plain_modes(digits, mode):
+    digit = digits[0][1]
+    img = Image.fromarray(page(digit, 60)).convert(mode)
+    assert_like(encode(img, "TIFF" if mode == "CMYK" else "PNG"), digit, 0.75)
+
+
+def test_both_polarities_give_the_same_digit(digits):
+    digit = digits[0][2]
+    dark_on_light = prepare(encode(Image.fromarray(page(digit, 70))))
+    light_on_dark = prepare(encode(Image.fromarray(page(digit, 70, (0, 0, 0), (255, 255, 255)))))
+    assert np.abs(dark_on_light.pixels - light_on_dark.pixels).mean() < 0.01
+    assert similarity(dark_on_light, digit) > 0.85
+
+
+@pytest.mark.parametrize("stroke", [255, 0], ids=["white_strokes", "black_strokes"])
+def test_canvas_png_with_transparent_background(digits, stroke):
+    digit = digits[0][3]
+    cover = page(digit, 200)[..., 0]  # white page, black ink: ink cover is 255 - value
+    rgba = np.zeros((*cover.shape, 4), np.uint8)
+    rgba[..., :3] = stroke
+    rgba[..., 3] = 255 - cover
+    assert_like(encode(Image.fromarray(rgba, "RGBA")), digit, 0.85)
+
+
+def test_grey_with_alpha_and_palette_with_transparency(digits):
+    digit = digits[0][4]
+    la = Image.fromarray(page(digit, 50)).convert("LA")
+    assert_like(encode(la), digit)
+    pal = Image.fromarray(page(digit, 50, (250, 244, 210), (150, 20, 20))).quantize(16)
+    pal.info["transparency"] = int(np.bincount(np.asarray(pal).ravel()).argmax())  # the paper
+    assert_like(encode(pal), digit)
+
+
+def test_sixteen_bit(digits):
+    digit = digits[0][5]
+    grey = np.asarray(Image.fromarray(page(digit, 90)).convert("L"), dtype=np.uint16) * 257
+    img = Image.fromarray(grey)
+    assert img.mode.startswith("I;16")
+    assert_like(encode(img), digit)
+    assert_like(encode(img, "TIFF"), digit)
+
+
+def test_exif_orientation_is_applied(digits):
+    digit = digits[0][6]
+    stored = Image.fromarray(page(digit, 80)).transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to view": undoes the ROTATE_90 above
+    data = encode(stored, "JPEG", quality=92, exif=exif)
+    assert decode(data).size == (stored.height, stored.width)
+    assert_like(data, digit)
+
+
+def test_gif_first_frame_only(digits):
+    digit = digits[0][7]
+    first = Image.fromarray(page(digit, 60)).convert("P")
+    other = Image.new("P", first.size, 0)
+    data = encode(first, "GIF", save_all=True, append_images=[other])
+    assert_like(data, digit)
+
+
+# --- sizes, placement, lighting, pens, noise ---------------------------------------------------
+
+
+def test_tiny_digit_ten_pixels_tall(digits):
+    digit = digits[0][8]
+    assert_like(encode(Image.fromarray(page(digit, 10))), digit, 0.7)
+
+
+def test_huge_digit_over_a_thousand_pixels(digits):
+    digit = digits[0][9]
+    data = encode(Image.fromarray(page(digit, 1100, spread=1.2)).convert("L"), "JPEG", quality=80)
+    assert_like(data, digit)
+
+
+def test_off_centre_on_a_big_page(digits):
+    digit = digits[0][10]
+    assert_like(encode(Image.fromarray(page(digit, 40, spread=5, offset=(0.1, 0.9)))), digit)
+
+
+def test_uneven_lighting_blur_and_jpeg(digits):
+    digit = digits[0][11]
+    rgb = page(digit, 120, (245, 240, 225), (20, 30, 90)).astype(np.float32)
+    h, w = rgb.shape[:2]
+    light = np.linspace(0.45, 1.0, w)[None, :, None] * np.linspace(0.8, 1.0, h)[:, None, None]
+    img = Image.fromarray(np.clip(rgb * light, 0, 255).astype(np.uint8))
+    from PIL import ImageFilter
+
+    data = encode(img.filter(ImageFilter.GaussianBlur(1.5)), "JPEG", quality=40)
+    assert_like(data, digit)
+
+
+def test_scan_border_and_stray_speck_are_ignored(digits):
+    digit = digits[0][12]
+    clean = prepare(encode(Image.fromarray(page(digit, 100, spread=2))))
+    rgb = page(digit, 100, spread=2)
+    rgb[:, :6] = 0  # a dark scanner edge
+    rgb[-5:, :] = 0
+    rgb[20:26, 170:176] = 0  # a speck far from the digit
+    dirty = prepare(encode(Image.fromarray(rgb)))
+    assert np.abs(dirty.pixels - clean.pixels).mean() < 0.03
+    assert similarity(dirty, digit) > 0.85
+    assert dirty.clutter > 0
+
+
+@pytest.mark.parametrize("pen", ["MaxFilter", "MinFilter"], ids=["thick", "thin"])
+def test_thick_and_thin_pens(digits, pen):
+    from PIL import ImageFilter
+
+    digit = digits[0][13]
+    img = Image.fromarray(page(digit, 200)).convert("L")
+    img = img.filter(getattr(ImageFilter, pen)(9))
+    assert_like(encode(img), digit, 0.75)
+
+
+# --- refusals ---------------------------------------------------------------------------------
+
+
+def refused(data: bytes, **kw) -> str:
+    with pytest.raises(ImageError) as info:
+        prepare(data, **kw)
+    assert str(info.value)
+    return info.value.code
+
+
+def test_zero_bytes():
+    assert refused(b"") == "empty"
+
+
+def test_truncated_files(digits):
+    png = encode(Image.fromarray(page(digits[0][0], 60)))
+    jpeg = encode(Image.fromarray(page(digits[0][0], 60)), "JPEG")
+    assert refused(png[: len(png) // 2]) == "corrupt"
+    assert refused(jpeg[:200]) == "corrupt"
+
+
+def test_decompression_bomb():
+    bomb = encode(Image.new("1", (10_000, 9_000)))  # 90 megapixels in a few kilobytes
+    assert len(bomb) < 100_000
+    assert refused(bomb) == "too_large"
+    assert refused(encode(Image.new("L", (300, 300))), max_pixels=10_000) == "too_large"
+
+
+def test_formats_outside_the_allowlist():
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n"
+    assert refused(eps) == "unsupported_format"
+    assert refused(encode(Image.new("RGB", (20, 20)), "PPM")) == "unsupported_format"
+    assert refused(b"just some text, not an image") == "unsupported_format"
+
+
+# --- the model: MNIST round trip, no digit, thresholds -----------------------------------------
+
+
+def predict(model, pixels: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return model(torch.from_numpy(pixels.astype(np.float32)).unsqueeze(1)).numpy()
+
+
+def test_mnist_reencoded_as_png_keeps_its_predictions(digits, shipped):
+    model, _ = shipped
+    images, _ = digits
+    prepared = np.stack([prepare(encode(Image.fromarray(255 - im))).pixels for im in images])
+    before = predict(model, images / 255.0).argmax(1)
+    after = predict(model, prepared).argmax(1)
+    assert (before == after).mean() >= 0.99
+
+
+def no_digit_pages() -> list[bytes]:
+    rng = np.random.default_rng(0)
+    gradient = np.linspace(120, 250, 200)[None, :] * np.ones((150, 1))
+    return [
+        encode(Image.new("RGB", (300, 200), (245, 240, 225))),
+        encode(Image.fromarray(gradient.astype(np.uint8)), "JPEG"),
+        encode(Image.fromarray(rng.integers(0, 256, (120, 120), dtype=np.uint8))),
+        encode(Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)), "WEBP"),
+        encode(Image.new("RGBA", (280, 280), (0, 0, 0, 0))),  # an empty canvas
+    ]
+
+
+def verdict(model, meta, data: bytes) -> Verdict:
+    p = prepare(data)
+    return judge(p, softmax(predict(model, p.pixels[None])[0], meta["temperature"]), meta)
+
+
+def test_blank_pages_and_noise_are_no_digit(shipped):
+    model, meta = shipped
+    for data in no_digit_pages():
+        v = verdict(model, meta, data)
+        assert v.status == "no_digit" and v.digit is None
+
+
+def test_real_digits_are_done(digits, shipped):
+    model, meta = shipped
+    images, labels = digits
+    results = [verdict(model, meta, encode(Image.fromarray(page(im, 60)), "JPEG"))
+               for im in images[:40]]
+    assert all(v.status == "done" for v in results)
+    assert np.mean([v.digit == y for v, y in zip(results, labels, strict=False)]) >= 0.95
+
+
+def test_shipped_metadata_carries_fitted_thresholds(shipped):
+    _, meta = shipped
+    for key in ("review_threshold", "no_digit_threshold", "no_digit_max_clutter",
+                "no_digit_max_ink_fraction"):
+        assert key in meta, f"run `digits calibrate`: {key} missing"
+    assert 0 < meta["no_digit_threshold"] <= meta["review_threshold"] < 1
+
+
+def test_judge_applies_the_thresholds():
+    meta = {"review_threshold": 0.95, "no_digit_threshold": 0.4, "no_digit_max_clutter": 0.3,
+            "no_digit_max_ink_fraction": 0.4}
+    digit = Prepared(np.zeros((28, 28), np.float32), 0.1, True, 0.8, 0.0, 1)
+    probs = np.full(10, 0.01)
+    probs[3] = 0.91
+    assert judge(digit, probs, meta) == Verdict("done", 3, 0.91, True)
+    probs[3], probs[4] = 0.99, 0.0
+    assert judge(digit, probs, meta).needs_review is False
+    probs = np.full(10, 0.1)
+    assert judge(digit, probs, meta).status == "no_digit"
+    cluttered = Prepared(digit.pixels, 0.1, True, 0.8, 0.5, 3)
+    assert judge(cluttered, np.eye(10)[2], meta).status == "no_digit"
+    blank = Prepared(digit.pixels, 0.0, False)
+    assert judge(blank, np.eye(10)[2], meta).status == "no_digit"
+
+
+def test_review_threshold_meets_its_target():
+    from training.calibrate import review_threshold
+
+    rng = np.random.default_rng(1)
+    confidence = rng.uniform(0.5, 1.0, 5000)
+    correct = rng.uniform(0, 1, 5000) < confidence  # less confident, more often wrong
+    t = review_threshold(confidence, correct, 0.01)
+    kept = confidence >= t
+    assert (~correct[kept]).mean() <= 0.01
+    assert 0.5 < t < 1.0
+
+
+def test_generated_set_is_seeded(digits):
+    from training.scans import generate
+
+    images, labels = digits
+    first = [v.data for v in generate(images[:12], labels[:12], 5)]
+    again = [v.data for v in generate(images[:12], labels[:12], 5)]
+    other = [v.data for v in generate(images[:12], labels[:12], 6)]
+    assert first == again and first != other
