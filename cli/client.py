@@ -81,11 +81,19 @@ class Client:
                 return
             params["cursor"] = page["next_cursor"]
 
-    def results_csv(self, job_id: str) -> str:
-        """The server's own CSV of every result of a job."""
+    def results_csv(self, job_id: str) -> Iterator[str]:
+        """The server's own CSV of every result of a job, streamed in pieces: a job can
+        hold more results than are worth keeping in memory at once."""
         response = self._send("GET", f"/api/v1/jobs/{job_id}/results",
-                              params={"format": "csv"}, retry=True)
-        return response.text
+                              params={"format": "csv"}, retry=True, stream=True)
+        if "charset" not in response.headers.get("Content-Type", ""):
+            response.encoding = "utf-8"  # requests would guess Latin-1 for text/csv
+        with response:
+            try:
+                yield from response.iter_content(chunk_size=64 * 1024, decode_unicode=True)
+            except requests.RequestException as exc:
+                raise UserError(f"the CSV of job {job_id} broke off: "
+                                f"{_one_line(str(exc))}") from None
 
     # --- plumbing ---------------------------------------------------------------
 

@@ -330,17 +330,26 @@ def cmd_results(args) -> int:
 
     client = Client(args.server)
     if args.format == "csv":
-        text = client.results_csv(args.job)
+        pieces = client.results_csv(args.job)
     else:
-        text = json.dumps(list(client.iter_results(args.job)), indent=2) + "\n"
+        pieces = iter([json.dumps(list(client.iter_results(args.job)), indent=2) + "\n"])
+    # The first piece comes before the file is opened: an unknown job leaves no file.
+    first = next(pieces, "")
     if args.out is None:
-        sys.stdout.write(text)
+        _write_all(sys.stdout, first, pieces)
         return 0
     try:
-        args.out.write_text(text, encoding="utf-8")
+        with args.out.open("w", encoding="utf-8", newline="") as fh:
+            _write_all(fh, first, pieces)
     except OSError as exc:
         raise UserError(f"cannot write {args.out}: {exc.strerror}") from None
     return 0
+
+
+def _write_all(fh, first: str, rest: Iterator[str]) -> None:
+    fh.write(first)
+    for piece in rest:
+        fh.write(piece)
 
 
 def cmd_cancel(args) -> int:

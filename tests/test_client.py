@@ -246,6 +246,8 @@ def test_uploads_in_several_requests_make_one_job(live_stack, tmp_path):
 
 def test_no_wait_then_status_and_results(live_stack, tmp_path):
     expected = write_digits(tmp_path / "scans", 30, 3)
+    images, _ = mnist_digits(1)
+    expected[save_png(tmp_path / "scans" / "naïve 7.png", images[0]).as_posix()] = 7
     result = run_digits("submit", str(tmp_path / "scans"), "--no-wait",
                         "--server", live_stack.url, "--out", str(tmp_path / "unused.csv"))
     assert result.returncode == 0, result.stderr
@@ -254,7 +256,7 @@ def test_no_wait_then_status_and_results(live_stack, tmp_path):
     assert not (tmp_path / "unused.csv").exists()
 
     job = wait_until_final(live_stack.url, job_id)
-    assert job["status"] == "succeeded" and job["counts"]["total"] == 3
+    assert job["status"] == "succeeded" and job["counts"]["total"] == 4
 
     text = run_digits("status", job_id, "--server", live_stack.url)
     assert text.returncode == 0 and f"job {job_id}: succeeded" in text.stdout
@@ -270,7 +272,8 @@ def test_no_wait_then_status_and_results(live_stack, tmp_path):
     out = tmp_path / "server.csv"
     as_csv = run_digits("results", job_id, "--server", live_stack.url, "--out", str(out))
     assert as_csv.returncode == 0, as_csv.stderr
-    assert len(read_csv(out)) == 3
+    assert sorted(row["filename"] for row in read_csv(out)) == sorted(
+        i["filename"] for i in items)  # "naïve 7.png" survives the trip as UTF-8
 
 
 def wait_until_final(url: str, job_id: str, deadline_s: float = 120) -> dict:
