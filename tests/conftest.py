@@ -1,0 +1,254 @@
+"""Shared fixtures: the MNIST data, the shipped model, a real Redis db and PostgreSQL
+database of the tests' own, and a live local stack (`digits up`: gunicorn API, real
+Celery worker processes, Redis, SQLite or PostgreSQL) for the end-to-end tests.
+
+Every process a fixture starts is stopped at teardown; every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(os.environ.get("DIGITS_DATA_DIR") or ROOT.parent / "shared" / "data" / "mnist")
+MODEL = Path(os.environ.get("DIGITS_TEST_MODEL") or ROOT / "models" / "digits-cnn.safetensors")
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+os.environ.setdefault("DIGITS_DATA_DIR", str(DATA_DIR))
+
+
+def wait_for(condition, timeout: float, interval: float = 0.1, what: str = "condition"):
+    """Poll `condition` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+            if value:
+                return value
+        except Exception as exc:  # the thing may not be up yet
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} ({last_error})")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return DATA_DIR
+
+
+def mnist_png_bytes(start: int, count: int) -> list[tuple[str, bytes, int]]:
+    """(filename, PNG bytes, label) for MNIST test digits, drawn dark on white like a scan."""
+    from PIL import Image
+
+    from shared.mnist import load_split
+
+    test = load_split(DATA_DIR, "test")
+    out = []
+    for i in range(start, start + count):
+        buffer = io.BytesIO()
+        Image.fromarray(255 - test.images[i]).save(buffer, format="PNG")
+        out.append((f"digit_{i:05d}_{test.labels[i]}.png", buffer.getvalue(), int(test.labels[i])))
+    return out
+
+
+@pytest.fixture(scope="session")
+def shipped_model() -> Path:
+    assert MODEL.is_file(), f"the shipped model {MODEL} is missing"
+    return MODEL
+
+
+# --- Redis ---------------------------------------------------------------------------
+
+def _ensure_redis() -> None:
+    client = redis.Redis(REDIS_HOST, REDIS_PORT, socket_connect_timeout=1)
+    try:
+        client.ping()
+        return
+    except redis.ConnectionError:
+        pass
+    subprocess.run(["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1",
+                    "--port", "6379", "--save", "", "--appendonly", "no",
+                    "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"], check=True)
+    wait_for(client.ping, 10, what="redis-server to start")
+
+
+_claimed_dbs: set[int] = set()
+
+
+@pytest.fixture
+def redis_db():
+    """An empty Redis database number that this test owns; emptied again afterwards.
+    Numbers 8-15 are scanned so that nothing another program keeps there is touched."""
+    _ensure_redis()
+    for number in range(8, 16):
+        if number in _claimed_dbs:
+            continue
+        client = redis.Redis(REDIS_HOST, REDIS_PORT, db=number)
+        if client.dbsize() == 0:
+            _claimed_dbs.add(number)
+            try:
+                yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{number}"
+            finally:
+                client.flushdb()  # only what this test put there
+                _claimed_dbs.discard(number)
+            return
+    pytest.fail("no empty Redis database among 8-15")
+
+
+# --- PostgreSQL ----------------------------------------------------------------------
+
+def _ensure_postgres() -> None:
+    if subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", "5432", "-q"]).returncode == 0:
+        return
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"],
+                   check=True)
+    wait_for(lambda: subprocess.run(["pg_isready", "-h", "127.0.0.1", "-q"]).returncode == 0,
+             20, what="PostgreSQL to start")
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh PostgreSQL database for this test, dropped afterwards."""
+    import psycopg
+
+    _ensure_postgres()
+    name = f"digits_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'digits.db'}"
+
+
+@pytest.fixture
+def use_database(monkeypatch):
+    """Point this process's settings and engine at a database URL, with migrations run."""
+    from shared import db, migrate
+    from shared.settings import get_settings
+
+    def use(url: str, **env: str) -> None:
+        monkeypatch.setenv("DIGITS_DATABASE_URL", url)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        get_settings.cache_clear()
+        db.reset()
+        migrate.upgrade()
+
+    yield use
+    db.reset()
+    get_settings.cache_clear()
+
+
+# --- processes -----------------------------------------------------------------------
+
+def digits_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "cli.main", *args]
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """SIGTERM, wait, then SIGKILL the whole process group."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)  # anything the process left in its group
+
+
+@dataclass
+class LiveStack:
+    url: str
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen
+
+    def get(self, path: str, **kw) -> requests.Response:
+        return requests.get(self.url + path, timeout=30, **kw)
+
+    def post(self, path: str, **kw) -> requests.Response:
+        return requests.post(self.url + path, timeout=60, **kw)
+
+    def wait_job(self, job_id: str, timeout: float = 120) -> dict:
+        def final():
+            job = self.get(f"/api/v1/jobs/{job_id}").json()
+            return job if job["status"] in ("succeeded", "failed", "cancelled") else None
+
+        return wait_for(final, timeout, interval=0.2, what=f"job {job_id} to finish")
+
+
+def start_stack(tmp: Path, redis_url: str, database_url: str, workers: int = 2) -> LiveStack:
+    port = free_port()
+    env = {**os.environ, "DIGITS_REDIS_URL": redis_url, "DIGITS_DATABASE_URL": database_url,
+           "DIGITS_STATE_DIR": str(tmp / "state"), "DIGITS_MODEL_PATH": str(MODEL),
+           "PYTHONUNBUFFERED": "1"}
+    log = tmp / "stack.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(digits_argv("up", "--port", str(port), "--workers", str(workers)),
+                                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    stack = LiveStack(url=f"http://127.0.0.1:{port}", env=env, log=log, proc=proc)
+
+    def ready():
+        if proc.poll() is not None:
+            raise RuntimeError(f"digits up exited: {log.read_text()[-3000:]}")
+        return requests.get(stack.url + "/readyz", timeout=5).status_code == 200
+
+    try:
+        wait_for(ready, 120, interval=0.3, what="the stack to become ready")
+    except BaseException:
+        stop_process(proc)
+        raise
+    return stack
+
+
+@pytest.fixture(scope="session")
+def live_stack(tmp_path_factory, shipped_model):
+    """`digits up` with 2 bulk workers on SQLite and the tests' own Redis database."""
+    _ensure_redis()
+    tmp = tmp_path_factory.mktemp("stack")
+    number = next(n for n in range(15, 7, -1)
+                  if redis.Redis(REDIS_HOST, REDIS_PORT, db=n).dbsize() == 0)
+    _claimed_dbs.add(number)
+    stack = start_stack(tmp, f"redis://{REDIS_HOST}:{REDIS_PORT}/{number}",
+                        f"sqlite:///{tmp / 'digits.db'}")
+    try:
+        yield stack
+    finally:
+        stop_process(stack.proc)
+        redis.Redis(REDIS_HOST, REDIS_PORT, db=number).flushdb()
+        _claimed_dbs.discard(number)
+        shutil.rmtree(tmp / "state", ignore_errors=True)

@@ -1,0 +1,203 @@
+"""End-to-end tests of the service on the live local stack: the gunicorn API, real
+Celery worker processes, a real Redis and SQLite (see conftest.live_stack)."""
+
+from __future__ import annotations
+
+import io
+import uuid
+import zipfile
+
+import pytest
+
+from tests.conftest import mnist_png_bytes, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def files_of(digits):
+    return [("files", (name, data, "image/png")) for name, data, _ in digits]
+
+
+def zip_of(digits) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data, _ in digits:
+            archive.writestr(f"scans/{name}", data)
+    return buffer.getvalue()
+
+
+def all_results(stack, job_id: str, **params) -> list[dict]:
+    items, cursor = [], None
+    while True:
+        query = {"limit": 150, **params, **({"cursor": cursor} if cursor else {})}
+        page = stack.get(f"/api/v1/jobs/{job_id}/results", params=query).json()
+        items += page["data"]
+        if not page["has_more"]:
+            return items
+        cursor = page["next_cursor"]
+
+
+def accuracy(items, digits) -> float:
+    truth = {f"scans/{name}": label for name, _, label in digits}
+    truth.update({name: label for name, _, label in digits})
+    return sum(item["digit"] == truth[item["filename"]] for item in items) / len(digits)
+
+
+def test_zips_and_an_open_job_fed_in_several_requests(live_stack):
+    digits = mnist_png_bytes(0, 600)
+    create = live_stack.post("/api/v1/jobs", data={"open": "true"},
+                             files=[("files", ("part1.zip", zip_of(digits[:200]),
+                                               "application/zip"))])
+    assert create.status_code == 202, create.text
+    job = create.json()
+    assert job["open"] is True and job["counts"]["total"] == 200
+    more = live_stack.post(f"/api/v1/jobs/{job['id']}/images",
+                           files=[("files", ("part2.zip", zip_of(digits[200:400]), "x"))])
+    assert more.status_code == 202 and more.json()["added"] == 200
+    plain = live_stack.post(f"/api/v1/jobs/{job['id']}/images", files=files_of(digits[400:]))
+    assert plain.json()["added"] == 200
+    # An open job cannot finish, however fast the workers are.
+    assert live_stack.get(f"/api/v1/jobs/{job['id']}").json()["status"] in ("queued", "running")
+    sealed = live_stack.post(f"/api/v1/jobs/{job['id']}/seal")
+    assert sealed.status_code == 200 and sealed.json()["open"] is False
+
+    final = live_stack.wait_job(job["id"])
+    assert final["status"] == "succeeded"
+    assert final["counts"]["total"] == 600 and final["counts"]["pending"] == 0
+    assert final["started_at"] and final["finished_at"]
+    items = all_results(live_stack, job["id"])
+    assert len(items) == 600 and len({i["id"] for i in items}) == 600
+    assert accuracy(items, digits) >= 0.99
+    assert all(len(i["probabilities"]) == 10 for i in items if i["status"] == "done")
+    # More images after sealing are refused, with a JSON error.
+    late = live_stack.post(f"/api/v1/jobs/{job['id']}/images", files=files_of(digits[:1]))
+    assert late.status_code == 409 and late.json()["error"]["code"] == "job_sealed"
+
+
+def test_bad_files_fail_alone_and_the_job_goes_on(live_stack):
+    good = mnist_png_bytes(1000, 20)
+    png = good[0][1]
+    bad = [
+        ("files", ("empty.png", b"", "image/png")),
+        ("files", ("notes.txt", b"this is not an image", "text/plain")),
+        ("files", ("truncated.png", png[: len(png) // 2], "image/png")),
+        ("files", ("garbage.jpg", b"\xff\xd8\xff" + b"\x00" * 200, "image/jpeg")),
+    ]
+    job = live_stack.post("/api/v1/jobs", files=files_of(good) + bad).json()
+    final = live_stack.wait_job(job["id"])
+    assert final["status"] == "succeeded"
+    assert final["counts"]["failed"] == 4 and final["counts"]["done"] == 20
+    failed = {i["filename"]: i["error"] for i in all_results(live_stack, job["id"],
+                                                             status="failed")}
+    assert set(failed) == {"empty.png", "notes.txt", "truncated.png", "garbage.jpg"}
+    assert failed["empty.png"].startswith("empty")
+    assert failed["notes.txt"].startswith("unsupported_format")
+    assert failed["truncated.png"].startswith("corrupt")
+    csv_text = live_stack.get(f"/api/v1/jobs/{job['id']}/results", params={"format": "csv"}).text
+    lines = csv_text.strip().splitlines()
+    assert lines[0].startswith("id,filename,status,digit,confidence,needs_review,error")
+    assert len(lines) == 25
+
+
+def test_idempotency_key_returns_the_same_job(live_stack):
+    key = str(uuid.uuid4())
+    digits = mnist_png_bytes(2000, 5)
+    first = live_stack.post("/api/v1/jobs", files=files_of(digits),
+                            headers={"Idempotency-Key": key})
+    second = live_stack.post("/api/v1/jobs", files=files_of(digits),
+                             headers={"Idempotency-Key": key})
+    assert first.status_code == second.status_code == 202
+    assert first.json()["id"] == second.json()["id"]
+    assert second.headers.get("Idempotent-Replayed") == "true"
+    assert live_stack.wait_job(first.json()["id"])["counts"]["total"] == 5
+
+
+def test_cancel_stops_the_remaining_work(live_stack):
+    digits = mnist_png_bytes(0, 3000)
+    job = live_stack.post("/api/v1/jobs", files=files_of(digits)).json()
+    cancelled = live_stack.post(f"/api/v1/jobs/{job['id']}/cancel")
+    assert cancelled.status_code == 200
+    body = cancelled.json()
+    assert body["status"] == "cancelled" and body["counts"]["pending"] == 0
+    assert body["counts"]["cancelled"] > 0
+    done_then = body["counts"]["done"]
+    # Workers still draining the queued chunks must not write onto cancelled items.
+    wait_for(lambda: live_stack.post("/api/v1/predict", files={"image": digits[0][1]}).ok,
+             30, what="the stack to answer")
+    final = live_stack.get(f"/api/v1/jobs/{job['id']}").json()
+    assert final["status"] == "cancelled"
+    assert final["counts"]["done"] == done_then
+    assert final["counts"]["done"] + final["counts"]["cancelled"] == 3000
+
+
+def test_predict_answers_while_a_large_bulk_job_runs(live_stack):
+    digits = mnist_png_bytes(0, 6000)
+    job = live_stack.post("/api/v1/jobs", files=files_of(digits)).json()
+    wait_for(lambda: live_stack.get(f"/api/v1/jobs/{job['id']}").json()["status"] == "running",
+             60, what="the bulk job to start")
+    answers = []
+    for name, data, label in mnist_png_bytes(7000, 5):
+        response = live_stack.post("/api/v1/predict", files={"image": (name, data)})
+        assert response.status_code == 200, response.text
+        answers.append(response.json()["digit"] == label)
+    still = live_stack.get(f"/api/v1/jobs/{job['id']}").json()
+    assert still["status"] == "running" and still["counts"]["pending"] > 0, (
+        "the bulk job should still be running while predictions were answered")
+    assert sum(answers) >= 4
+    live_stack.post(f"/api/v1/jobs/{job['id']}/cancel")
+
+
+def test_predict_refuses_what_is_not_an_image(live_stack):
+    response = live_stack.post("/api/v1/predict", files={"image": ("a.txt", b"hello")})
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "unsupported_format"
+
+
+def test_unknown_job_and_owner_isolation(live_stack):
+    missing = live_stack.get("/api/v1/jobs/job_doesnotexist")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "job_not_found"
+    job = live_stack.post("/api/v1/jobs", files=files_of(mnist_png_bytes(0, 1)),
+                          headers={"X-Digits-Owner": "team-a"}).json()
+    other = live_stack.get(f"/api/v1/jobs/{job['id']}", headers={"X-Digits-Owner": "team-b"})
+    assert other.status_code == 404
+    listed = live_stack.get("/api/v1/jobs", headers={"X-Digits-Owner": "team-a"}).json()
+    assert [j["id"] for j in listed["data"]] == [job["id"]]
+
+
+def test_job_list_paginates(live_stack):
+    owner = {"X-Digits-Owner": f"pager-{uuid.uuid4().hex[:6]}"}
+    ids = [live_stack.post("/api/v1/jobs", files=files_of(mnist_png_bytes(i, 1)),
+                           headers=owner).json()["id"] for i in range(5)]
+    seen, cursor = [], None
+    while True:
+        page = live_stack.get("/api/v1/jobs", headers=owner,
+                              params={"limit": 2, **({"cursor": cursor} if cursor else {})}).json()
+        seen += [j["id"] for j in page["data"]]
+        if not page["has_more"]:
+            break
+        cursor = page["next_cursor"]
+    assert seen == list(reversed(ids))
+
+
+def test_results_filter_by_status_and_review_flag(live_stack):
+    digits = mnist_png_bytes(3000, 30)
+    blank = ("files", ("blank.png", _blank_png(), "image/png"))
+    job = live_stack.post("/api/v1/jobs", files=[*files_of(digits), blank]).json()
+    live_stack.wait_job(job["id"])
+    no_digit = all_results(live_stack, job["id"], status="no_digit")
+    assert [i["filename"] for i in no_digit] == ["blank.png"]
+    assert no_digit[0]["digit"] is None
+    flagged = all_results(live_stack, job["id"], needs_review="true")
+    unflagged = all_results(live_stack, job["id"], needs_review="false")
+    assert len(flagged) + len(unflagged) == 31
+    assert all(i["needs_review"] for i in flagged)
+    bad = live_stack.get(f"/api/v1/jobs/{job['id']}/results", params={"status": "bogus"})
+    assert bad.status_code == 400
+
+
+def _blank_png() -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (64, 64), 240).save(buffer, format="PNG")
+    return buffer.getvalue()
