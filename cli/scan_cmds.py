@@ -29,7 +29,8 @@ def cmd_calibrate(args) -> int:
     print(f"review_threshold {meta['review_threshold']:.4f}, "
           f"no_digit_threshold {meta['no_digit_threshold']:.4f}, "
           f"max clutter {meta['no_digit_max_clutter']:.3f}, "
-          f"max ink fraction {meta['no_digit_max_ink_fraction']:.3f}")
+          f"max ink fraction {meta['no_digit_max_ink_fraction']:.3f}, "
+          f"max pen width {meta['no_digit_max_pen']:.2f}x MNIST's")
     print(f"on {report['digits']} validation digits drawn as scans: "
           f"{report['flagged_share']:.2%} flagged, unflagged error rate "
           f"{report['unflagged_error_rate']:.3%}, {report['digits_refused_as_no_digit']:.2%} "

@@ -58,6 +58,7 @@ class Prepared:
     contrast: float = 0.0  # ink-paper difference, 0..1 (0 for a blank page)
     clutter: float = 0.0  # share of the ink dropped as specks or stray shapes away from the digit
     pieces: int = 0  # connected pieces of ink kept as the digit
+    pen: float = 0.0  # pen width relative to MNIST's typical width (1.0); blobs score high
 
 
 BLANK = np.zeros((28, 28), np.float32)
@@ -358,10 +359,9 @@ def _pen_width(digit: Image.Image) -> float:
     return 2.0 / max(1.0 - eroded / area, 0.05)
 
 
-def _even_pen(digit: Image.Image) -> Image.Image | None:
+def _even_pen(digit: Image.Image, width: float) -> Image.Image | None:
     """Dilate hairlines or thin out marker strokes so the pen width is near MNIST's; None
-    when the pen is already within MNIST's own range (5th to 95th percentile)."""
-    width = _pen_width(digit)
+    when the pen is already within MNIST's own range."""
     if width < 0.55 * MNIST_PEN_WIDTH:
         steps = max(1, min(3, round((MNIST_PEN_WIDTH - width) / 2)))
         for _ in range(steps):
@@ -393,18 +393,21 @@ def _centre(box: np.ndarray) -> np.ndarray:
     return canvas
 
 
-def _digit_pixels(ink: np.ndarray) -> np.ndarray:
-    """Cropped ink map (0..1) -> the model's 28x28 input."""
+def _digit_pixels(ink: np.ndarray) -> tuple[np.ndarray, float]:
+    """Cropped ink map (0..1) -> the model's 28x28 input, and the pen width relative to
+    MNIST's."""
     crop = Image.fromarray(np.round(ink * 255).astype(np.uint8), "L")
-    corrected = _even_pen(_fit(crop, DIGIT_SIDE))
+    digit = _fit(crop, DIGIT_SIDE)
+    width = _pen_width(digit)
+    corrected = _even_pen(digit, width)
     if corrected is not None:
         bbox = _bbox(np.asarray(corrected) > 25)
         crop = corrected if bbox is None else corrected.crop((bbox[2], bbox[0], bbox[3], bbox[1]))
     box = np.asarray(_fit(crop, 20), dtype=np.float32)
     peak = float(box.max())
     if peak <= 0:
-        return BLANK.copy()
-    return _centre(np.clip(box / peak, 0, 1))
+        return BLANK.copy(), 0.0
+    return _centre(np.clip(box / peak, 0, 1)), width / MNIST_PEN_WIDTH
 
 
 # --- the whole path -------------------------------------------------------------------------
@@ -450,9 +453,9 @@ def normalise_channels(arr: np.ndarray) -> Prepared:
     bbox = _bbox(ink > 0.1)
     if bbox is None:
         return Prepared(BLANK.copy(), ink_fraction, False, contrast=peak * contrast)
-    pixels = _digit_pixels(ink[bbox[0] : bbox[1], bbox[2] : bbox[3]])
+    pixels, pen = _digit_pixels(ink[bbox[0] : bbox[1], bbox[2] : bbox[3]])
     return Prepared(pixels, ink_fraction, True, contrast=min(1.0, level * contrast),
-                    clutter=clutter, pieces=len(kept))
+                    clutter=clutter, pieces=len(kept), pen=pen)
 
 
 def prepare(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Prepared:

@@ -18,6 +18,7 @@ DEFAULT_REVIEW_THRESHOLD = 0.9
 DEFAULT_NO_DIGIT_THRESHOLD = 0.5
 DEFAULT_MAX_CLUTTER = 0.5  # share of the ink lying in specks and shapes away from the digit
 DEFAULT_MAX_INK_FRACTION = 0.5  # share of the page covered by ink
+DEFAULT_MAX_PEN = 4.0  # pen width over MNIST's: wider is a blob or a photo, not a stroke
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ def looks_like_no_digit(prepared: Prepared, meta: dict) -> bool:
     if not prepared.has_ink:
         return True
     if prepared.clutter > float(meta.get("no_digit_max_clutter", DEFAULT_MAX_CLUTTER)):
+        return True
+    if prepared.pen > float(meta.get("no_digit_max_pen", DEFAULT_MAX_PEN)):
         return True
     max_ink = float(meta.get("no_digit_max_ink_fraction", DEFAULT_MAX_INK_FRACTION))
     return prepared.ink_fraction > max_ink

@@ -288,7 +288,7 @@ def test_real_digits_are_done(digits, shipped):
 def test_shipped_metadata_carries_fitted_thresholds(shipped):
     _, meta = shipped
     for key in ("review_threshold", "no_digit_threshold", "no_digit_max_clutter",
-                "no_digit_max_ink_fraction"):
+                "no_digit_max_ink_fraction", "no_digit_max_pen"):
         assert key in meta, f"run `digits calibrate`: {key} missing"
     assert 0 < meta["no_digit_threshold"] <= meta["review_threshold"] < 1
 
@@ -296,7 +296,7 @@ def test_shipped_metadata_carries_fitted_thresholds(shipped):
 def test_judge_applies_the_thresholds():
     meta = {"review_threshold": 0.95, "no_digit_threshold": 0.4, "no_digit_max_clutter": 0.3,
             "no_digit_max_ink_fraction": 0.4}
-    digit = Prepared(np.zeros((28, 28), np.float32), 0.1, True, 0.8, 0.0, 1)
+    digit = Prepared(np.zeros((28, 28), np.float32), 0.1, True, 0.8, 0.0, 1, 1.0)
     probs = np.full(10, 0.01)
     probs[3] = 0.91
     assert judge(digit, probs, meta) == Verdict("done", 3, 0.91, True)
@@ -304,8 +304,10 @@ def test_judge_applies_the_thresholds():
     assert judge(digit, probs, meta).needs_review is False
     probs = np.full(10, 0.1)
     assert judge(digit, probs, meta).status == "no_digit"
-    cluttered = Prepared(digit.pixels, 0.1, True, 0.8, 0.5, 3)
+    cluttered = Prepared(digit.pixels, 0.1, True, 0.8, 0.5, 3, 1.0)
     assert judge(cluttered, np.eye(10)[2], meta).status == "no_digit"
+    blob = Prepared(digit.pixels, 0.1, True, 0.8, 0.0, 1, 9.0)
+    assert judge(blob, np.eye(10)[2], {**meta, "no_digit_max_pen": 3.0}).status == "no_digit"
     blank = Prepared(digit.pixels, 0.0, False)
     assert judge(blank, np.eye(10)[2], meta).status == "no_digit"
 

@@ -59,9 +59,11 @@ def fit(model, meta: dict, data_dir) -> dict:
     inked = np.array([p is not None and p.has_ink for p in prepared])
     clutter = np.array([p.clutter for p, i in zip(prepared, inked, strict=True) if i])
     ink_fraction = np.array([p.ink_fraction for p, i in zip(prepared, inked, strict=True) if i])
+    pen = np.array([p.pen for p, i in zip(prepared, inked, strict=True) if i])
     thresholds = {
         "no_digit_max_clutter": min(0.9, _upper(clutter, DIGIT_LOSS / 2)),
         "no_digit_max_ink_fraction": min(0.9, _upper(ink_fraction, DIGIT_LOSS / 2)),
+        "no_digit_max_pen": _upper(pen, DIGIT_LOSS / 2),
         # Confidence floor: only the least confident DIGIT_LOSS / 2 of real digits fall under it.
         "no_digit_threshold": float(np.quantile(confidence[inked], DIGIT_LOSS / 2)),
     }

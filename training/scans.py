@@ -88,7 +88,7 @@ def _page(ink: np.ndarray, rng: np.random.Generator, spread: float) -> np.ndarra
 def _lighting(shape: tuple[int, int], rng: np.random.Generator, strength: float) -> np.ndarray:
     """A smooth multiplicative light field: a gradient plus a soft spot."""
     h, w = shape
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)  # photos are at most a few hundred wide
     theta = rng.uniform(0, 2 * np.pi)
     ramp = (np.cos(theta) * xx / max(w, 1) + np.sin(theta) * yy / max(h, 1))
     ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
@@ -125,13 +125,14 @@ def _border(page: np.ndarray, rng: np.random.Generator) -> None:
 
 def _colour(page: np.ndarray, paper, ink, light: np.ndarray | None, noise: float,
             rng: np.random.Generator) -> np.ndarray:
-    a = page[..., None]
-    rgb = (1 - a) * np.array(paper, np.float32) + a * np.array(ink, np.float32)
+    """Ink cover (0..1) -> RGB uint8 on the paper; float32 throughout, pages can be 2k wide."""
+    paper = np.array(paper, np.float32)
+    rgb = paper + page[..., None] * (np.array(ink, np.float32) - paper)
     if light is not None:
-        rgb = rgb * light[..., None]
+        rgb *= light[..., None]
     if noise:
-        rgb = rgb + rng.normal(0, noise * 255, rgb.shape[:2])[..., None]
-    return np.clip(rgb, 0, 255).astype(np.uint8)
+        rgb += rng.standard_normal(page.shape, dtype=np.float32)[..., None] * (noise * 255)
+    return np.clip(rgb, 0, 255, out=rgb).astype(np.uint8)
 
 
 def _encode(img: Image.Image, fmt: str, **kw) -> bytes:
