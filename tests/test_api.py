@@ -1,0 +1,82 @@
+"""API behaviour that needs no worker: limits, JSON errors, the OpenAPI document, and
+the rule that nothing the API imports pulls in torch."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from api import create_app
+from tests.conftest import ROOT
+
+
+@pytest.fixture
+def client(use_database, sqlite_url, redis_db):
+    use_database(sqlite_url, DIGITS_REDIS_URL=redis_db)
+    app = create_app({"TESTING": True, "MAX_CONTENT_LENGTH": 200_000, "MAX_FORM_PARTS": 50})
+    return app.test_client()
+
+
+def test_the_api_never_imports_torch():
+    code = ("import sys, api; app = api.create_app(); "
+            "import api.routes_jobs, api.uploads, shared.imaging, shared.verdict; "
+            "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'torchvision', 'worker', 'training'))))")
+    out = subprocess.run([sys.executable, "-c", "import json; " + code], cwd=ROOT,
+                         capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_oversized_request_is_a_413_with_json(client):
+    response = client.post("/api/v1/jobs", data={"files": (io.BytesIO(b"x" * 300_000), "a.png")},
+                           content_type="multipart/form-data")
+    assert response.status_code == 413
+    assert response.is_json and response.json["error"]["code"] == "request_too_large"
+
+
+def test_too_many_files_in_one_request_is_a_413_with_json(client):
+    files = [(io.BytesIO(b"\x89PNG\r\n\x1a\n"), f"{i}.png") for i in range(60)]
+    response = client.post("/api/v1/jobs", data={"files": files},
+                           content_type="multipart/form-data")
+    assert response.status_code == 413 and response.json["error"]["code"] == "request_too_large"
+
+
+def test_a_zip_bomb_is_refused(client, monkeypatch):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for i in range(3):
+            archive.writestr(f"big{i}.png", b"\0" * 1_000_000)
+    assert len(buffer.getvalue()) < 200_000
+    response = client.post("/api/v1/jobs", data={"files": (io.BytesIO(buffer.getvalue()),
+                                                           "bomb.zip")},
+                           content_type="multipart/form-data")
+    assert response.status_code == 413 and response.is_json
+
+
+def test_unknown_routes_and_jobs_answer_json(client):
+    for path in ("/api/v1/jobs/job_nope", "/api/v1/nothing-here"):
+        response = client.get(path)
+        assert response.status_code == 404 and response.is_json
+        assert set(response.json["error"]) == {"code", "message"}
+    assert client.delete("/api/v1/jobs").status_code == 405
+
+
+def test_a_job_needs_files_unless_open(client):
+    response = client.post("/api/v1/jobs", data={}, content_type="multipart/form-data")
+    assert response.status_code == 400 and response.json["error"]["code"] == "no_files"
+
+
+def test_openapi_document_is_served_and_names_every_route(client):
+    doc = client.get("/api/v1/openapi.json").json
+    assert doc["openapi"].startswith("3.1")
+    app_rules = {r.rule for r in client.application.url_map.iter_rules()
+                 if r.rule.startswith(("/api/v1", "/healthz", "/readyz"))
+                 and r.endpoint != "openapi.openapi_json"}
+    documented = {path.replace("{job_id}", "<job_id>").replace("{item_id}", "<int:item_id>")
+                  for path in doc["paths"]}
+    assert app_rules == documented

@@ -1,0 +1,59 @@
+"""Real responses from the live stack, checked against the served OpenAPI document."""
+
+from __future__ import annotations
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from tests.conftest import mnist_png_bytes
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def validate(live_stack):
+    document = live_stack.get("/api/v1/openapi.json").json()
+
+    def check(body, path: str, method: str, status: int) -> None:
+        response = document["paths"][path][method]["responses"][str(status)]
+        schema = response["content"]["application/json"]["schema"]
+        validator = Draft202012Validator({**schema, "components": document["components"]})
+        errors = sorted(validator.iter_errors(body), key=str)
+        assert not errors, f"{method.upper()} {path} {status}: {errors[0].message}"
+
+    return check
+
+
+def test_job_lifecycle_matches_the_document(live_stack, validate):
+    digits = mnist_png_bytes(4000, 3)
+    files = [("files", (name, data, "image/png")) for name, data, _ in digits]
+    files.append(("files", ("bad.txt", b"nope", "text/plain")))
+    created = live_stack.post("/api/v1/jobs", files=files, data={"open": "true"})
+    validate(created.json(), "/api/v1/jobs", "post", created.status_code)
+    job_id = created.json()["id"]
+
+    added = live_stack.post(f"/api/v1/jobs/{job_id}/images", files=files[:1])
+    validate(added.json(), "/api/v1/jobs/{job_id}/images", "post", added.status_code)
+    sealed = live_stack.post(f"/api/v1/jobs/{job_id}/seal")
+    validate(sealed.json(), "/api/v1/jobs/{job_id}/seal", "post", 200)
+    final = live_stack.wait_job(job_id)
+    validate(final, "/api/v1/jobs/{job_id}", "get", 200)
+
+    results = live_stack.get(f"/api/v1/jobs/{job_id}/results", params={"limit": 2})
+    validate(results.json(), "/api/v1/jobs/{job_id}/results", "get", 200)
+    listed = live_stack.get("/api/v1/jobs")
+    validate(listed.json(), "/api/v1/jobs", "get", 200)
+    missing = live_stack.get("/api/v1/jobs/job_missing")
+    validate(missing.json(), "/api/v1/jobs/{job_id}", "get", 404)
+    late = live_stack.post(f"/api/v1/jobs/{job_id}/images", files=files[:1])
+    validate(late.json(), "/api/v1/jobs/{job_id}/images", "post", 409)
+
+
+def test_predict_and_health_match_the_document(live_stack, validate):
+    name, data, _ = mnist_png_bytes(5, 1)[0]
+    predicted = live_stack.post("/api/v1/predict", files={"image": (name, data)})
+    validate(predicted.json(), "/api/v1/predict", "post", 200)
+    refused = live_stack.post("/api/v1/predict", files={"image": ("x.txt", b"text")})
+    validate(refused.json(), "/api/v1/predict", "post", 422)
+    validate(live_stack.get("/healthz").json(), "/healthz", "get", 200)
+    validate(live_stack.get("/readyz").json(), "/readyz", "get", 200)
