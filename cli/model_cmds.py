@@ -57,8 +57,8 @@ def cmd_evaluate(args) -> int:
     from training.data import test_tensors
     from training.evaluate import evaluate, format_confusion
 
-    model, meta = artifact.load(args.model or get_settings().model_path)
     data_dir = _data_dir(args.data)
+    model, meta = artifact.load(args.model or get_settings().model_path)
     if args.style == "scans":
         from training.scans import evaluate_scans
 
