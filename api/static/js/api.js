@@ -1,0 +1,123 @@
+// Small helpers around the JSON API: every error becomes an ApiError with the server's
+// code and message ({"error": {"code", "message"}}), or a plain one for network failures.
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+function fromBody(status, text) {
+  try {
+    const body = JSON.parse(text);
+    if (body && body.error) {
+      return new ApiError(status, body.error.code, body.error.message);
+    }
+  } catch {
+    // not JSON: a proxy or the server in trouble
+  }
+  return new ApiError(status, "http_" + status, `the server answered ${status}`);
+}
+
+async function request(path, options = {}) {
+  let response;
+  try {
+    response = await fetch(path, { headers: { Accept: "application/json" }, ...options });
+  } catch {
+    throw new ApiError(0, "network", "could not reach the server; check your connection");
+  }
+  const text = await response.text();
+  if (!response.ok) throw fromBody(response.status, text);
+  return JSON.parse(text);
+}
+
+export function getJSON(path) {
+  return request(path);
+}
+
+export function postForm(path, form) {
+  return request(path, { method: "POST", body: form });
+}
+
+// POST a FormData with XMLHttpRequest, so that upload progress can be shown.
+// onProgress(loadedBytes, totalBytes) is called as the body goes out.
+export function uploadForm(path, form, onProgress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", path);
+    xhr.setRequestHeader("Accept", "application/json");
+    xhr.upload.addEventListener("progress", (event) => {
+      if (event.lengthComputable) onProgress(event.loaded, event.total);
+    });
+    xhr.addEventListener("load", () => {
+      if (xhr.status >= 200 && xhr.status < 300) {
+        try {
+          resolve(JSON.parse(xhr.responseText));
+        } catch {
+          reject(new ApiError(xhr.status, "bad_response", "the server sent an unreadable answer"));
+        }
+      } else {
+        reject(fromBody(xhr.status, xhr.responseText));
+      }
+    });
+    xhr.addEventListener("error", () =>
+      reject(new ApiError(0, "network", "the upload failed: could not reach the server")));
+    xhr.addEventListener("abort", () => reject(new ApiError(0, "aborted", "the upload was stopped")));
+    xhr.send(form);
+  });
+}
+
+// The text to show a person for any error.
+export function describe(error) {
+  if (error instanceof ApiError) {
+    return error.status ? `${error.message} (${error.status} ${error.code})` : error.message;
+  }
+  return String(error && error.message ? error.message : error);
+}
+
+export function showError(element, error) {
+  element.textContent = error ? describe(error) : "";
+  element.hidden = !error;
+}
+
+export function percent(value, digits = 1) {
+  return value == null ? "" : `${(value * 100).toFixed(digits)}%`;
+}
+
+export function bytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} kB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+}
+
+export function when(iso) {
+  return iso ? new Date(iso).toLocaleString() : "";
+}
+
+export const FINAL = ["succeeded", "failed", "cancelled"];
+
+// A status badge: <span class="badge badge-succeeded">succeeded</span>
+export function badge(text, kind = text) {
+  const span = document.createElement("span");
+  span.className = `badge badge-${kind.replace(/[^a-z_]/g, "")}`;
+  span.textContent = text.replace("_", " ");
+  return span;
+}
+
+// Call `tick` now and then every `ms` after each run finishes, while it returns true.
+export function poll(tick, ms = 1000) {
+  let stopped = false;
+  async function run() {
+    if (stopped) return;
+    let again = false;
+    try {
+      again = await tick();
+    } finally {
+      if (again && !stopped) setTimeout(run, ms);
+    }
+  }
+  run();
+  return () => { stopped = true; };
+}
