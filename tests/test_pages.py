@@ -1,0 +1,58 @@
+"""The web pages without a browser: every page route serves its HTML, everything the pages
+load is served too, and nothing comes from another site (the pages work offline)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from api import create_app
+
+STATIC = Path(__file__).resolve().parent.parent / "api" / "static"
+PAGES = {"/": "index.html", "/upload": "upload.html", "/jobs": "jobs.html",
+         "/jobs/job_0123456789abcdef0123456789abcdef": "job.html"}
+
+
+@pytest.fixture
+def client(use_database, sqlite_url, redis_db):
+    use_database(sqlite_url, DIGITS_REDIS_URL=redis_db)
+    return create_app({"TESTING": True}).test_client()
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_each_page_and_what_it_loads_is_served(client, path):
+    response = client.get(path)
+    assert response.status_code == 200
+    assert response.mimetype == "text/html"
+    assert response.headers["Cache-Control"] == "no-cache"
+    html = response.get_data(as_text=True)
+    assert html == (STATIC / PAGES[path]).read_text()
+    assert '<meta name="viewport"' in html and '<html lang="en">' in html
+    assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', html)
+    assert any(a.endswith(".js") for a in assets) and "/static/css/style.css" in assets
+    for asset in assets:
+        assert client.get(asset).status_code == 200, asset
+
+
+def test_module_imports_resolve():
+    for script in (STATIC / "js").glob("*.js"):
+        for target in re.findall(r'from "(\./[^"]+)"', script.read_text()):
+            assert (script.parent / target).is_file(), f"{script.name} imports {target}"
+
+
+def test_nothing_is_loaded_from_another_site():
+    for file in STATIC.rglob("*"):
+        if file.suffix in (".html", ".js", ".css"):
+            text = file.read_text()
+            assert not re.search(r"""(src|href|url)\s*[=(]\s*["']?(https?:)?//""", text), file
+
+
+def test_every_form_control_has_a_label():
+    for name in PAGES.values():
+        html = (STATIC / name).read_text()
+        labelled = set(re.findall(r'<label for="([^"]+)"', html))
+        for tag, attrs in re.findall(r"<(input|select|textarea)\b([^>]*)>", html):
+            control = re.search(r'id="([^"]+)"', attrs)
+            assert control and control.group(1) in labelled, f"{name}: <{tag}{attrs}>"
