@@ -6,6 +6,7 @@ model plus its per-epoch history on the training and validation parts.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 
@@ -19,13 +20,15 @@ from training.data import Tensors, random_affine
 
 @dataclass
 class Recipe:
-    epochs: int = 10
+    epochs: int = 12
     batch_size: int = 128
     lr: float = 3e-3
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1
     seed: int = 0
     augment: bool = True
+    ema_decay: float = 0.999  # evaluate and ship an exponential moving average of the weights
+    bf16: bool | None = None  # bfloat16 autocast; None = where the CPU has native support
 
 
 @dataclass
@@ -49,12 +52,40 @@ def _evaluate(model: torch.nn.Module, data: Tensors) -> tuple[float, float]:
     return loss, (logits.argmax(1) == data.y).float().mean().item()
 
 
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, step: int, decay: float) -> None:
+    """Move the average towards the live weights. The decay ramps up from 0.1 (as in
+    TensorFlow's ExponentialMovingAverage) so short runs are not stuck near the start."""
+    d = min(decay, (1 + step) / (10 + step))
+    for avg, live in zip(ema.state_dict().values(), model.state_dict().values(), strict=True):
+        if avg.dtype.is_floating_point:
+            avg.lerp_(live, 1 - d)
+        else:
+            avg.copy_(live)
+
+
+def bf16_supported() -> bool:
+    """Native bfloat16 matrix units (AVX512-BF16, AMX) make autocast about 2x faster on
+    the CPU; without them bfloat16 is emulated and slower, so training stays in float32."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def train(train_set: Tensors, val_set: Tensors, recipe: Recipe | None = None,
           progress: bool = True) -> tuple[DigitCNN, History]:
+    """Train with augmentation; returns the (moving-average) model and its history.
+
+    channels_last memory layout plus bfloat16 autocast run the convolutions through
+    oneDNN's fastest CPU kernels; the weights and the shipped model stay float32."""
     recipe = recipe or Recipe()
+    use_bf16 = bf16_supported() if recipe.bf16 is None else recipe.bf16
     torch.manual_seed(recipe.seed)
     gen = torch.Generator().manual_seed(recipe.seed)
-    model = DigitCNN()
+    model = DigitCNN().to(memory_format=torch.channels_last)
+    ema = copy.deepcopy(model)
+    step_count = 0
     opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     steps = (len(train_set.x) + recipe.batch_size - 1) // recipe.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr,
@@ -73,18 +104,22 @@ def train(train_set: Tensors, val_set: Tensors, recipe: Recipe | None = None,
             x, y = train_set.x[idx], train_set.y[idx]
             if recipe.augment:
                 x = random_affine(x, gen)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+                logits = model(x.contiguous(memory_format=torch.channels_last))
+                loss = F.cross_entropy(logits.float(), y,
+                                       label_smoothing=recipe.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+            ema_update(ema, model, step_count, recipe.ema_decay)
+            step_count += 1
             seen += len(y)
             correct += (logits.argmax(1) == y).sum().item()
             total_loss += loss.item() * len(y)
             if step % 20 == 0:
                 bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}")
-        val_loss, val_acc = _evaluate(model, val_set)
+        val_loss, val_acc = _evaluate(ema, val_set)
         history.train_loss.append(total_loss / seen)
         history.train_acc.append(correct / seen)
         history.val_loss.append(val_loss)
@@ -93,8 +128,8 @@ def train(train_set: Tensors, val_set: Tensors, recipe: Recipe | None = None,
             tqdm.write(f"epoch {epoch + 1}: train loss {total_loss / seen:.4f} "
                        f"acc {correct / seen:.4f} | val loss {val_loss:.4f} acc {val_acc:.4f}")
     history.seconds = time.perf_counter() - start
-    model.eval()
-    return model, history
+    final = ema.to(memory_format=torch.contiguous_format).eval()
+    return final, history
 
 
 def fit_temperature(model: torch.nn.Module, val_set: Tensors) -> float:
