@@ -56,6 +56,7 @@ def test_quick_run_measures_three_models_sanely(quick_report):
         assert all(0 <= r <= 1 for r in m["per_class_error_rate"])
         assert sum(m["per_class_errors"]) == m["errors"]
         assert m["train_seconds"] > 0 and m["test_seconds"] > 0
+        assert m["train_cpu_seconds"] > 0 and m["test_cpu_seconds"] > 0
         assert m["throughput_per_s"] == pytest.approx(n / m["test_seconds"])
         assert 0 < m["latency_ms"]["median"] <= m["latency_ms"]["p95"]
         assert m["latency_ms"]["samples"] == QUICK.latency_samples

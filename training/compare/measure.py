@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from training.compare.models import Classifier, Trained
+from training.compare.stopwatch import Stopwatch
 from training.data import Tensors
 from training.evaluate import confusion_matrix
 
@@ -23,6 +24,7 @@ from training.evaluate import confusion_matrix
 class Measured:
     predictions: np.ndarray
     test_seconds: float
+    test_cpu_seconds: float
     latency_ms: list[float]
     size_bytes: int
     size_format: str
@@ -36,14 +38,14 @@ def measure(trained: Trained, test: Tensors, latency_samples: int) -> Measured:
     # Throughput: one call over all the test digits, timed, as a batch job would run it;
     # the predictions it returns are the ones scored.
     clf.predict(test.x[:8])  # warm-up: first-call allocations are not the model's speed
-    start = time.perf_counter()
-    predictions = clf.predict(test.x)
-    test_seconds = time.perf_counter() - start
+    with Stopwatch() as clock:
+        predictions = clf.predict(test.x)
     latency = single_image_latency(clf, test.x, latency_samples)
     with tempfile.TemporaryDirectory() as folder:
         path = clf.save(Path(folder) / trained.name.lower())
         size = path.stat().st_size
-    return Measured(predictions, test_seconds, latency, size, path.suffix.lstrip("."), load)
+    return Measured(predictions, clock.wall, clock.cpu, latency, size, path.suffix.lstrip("."),
+                    load)
 
 
 def single_image_latency(clf: Classifier, x: torch.Tensor, samples: int) -> list[float]:
@@ -80,8 +82,10 @@ def summarise(trained: Trained, measured: Measured, test: Tensors) -> dict:
         "misclassified": [[int(i), int(truth[i]), int(measured.predictions[i])] for i in wrong],
         "train_size": trained.train_size,
         "train_seconds": trained.train_seconds,
+        "train_cpu_seconds": trained.train_cpu_seconds,
         "selection_seconds": trained.selection_seconds,
         "test_seconds": measured.test_seconds,
+        "test_cpu_seconds": measured.test_cpu_seconds,
         "throughput_per_s": n / measured.test_seconds,
         "latency_ms": {
             "median": float(np.median(measured.latency_ms)),

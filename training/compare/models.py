@@ -90,6 +90,7 @@ class Trained:
     classifier: Classifier
     train_size: int  # digits the final model was fitted on
     train_seconds: float  # wall-clock time of the final fit only
+    train_cpu_seconds: float  # CPU time of the final fit (all threads)
     selection_seconds: float = 0.0  # wall-clock time spent choosing hyper-parameters
     chosen: dict = field(default_factory=dict)  # hyper-parameters of the final model
     candidates: list[dict] = field(default_factory=list)  # each tried, with its val accuracy

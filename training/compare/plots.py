@@ -15,6 +15,7 @@ matplotlib.use("Agg")  # file output only; chosen before pyplot is imported
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import LogNorm
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 COLOURS = {"SVM": "#4c72b0", "MLP": "#dd8452", "CNN": "#55a868"}
 DPI = 110
@@ -61,15 +62,11 @@ def timing_bars(models: list[dict], path: Path) -> Path:
     """Training time, time to predict the whole test set, and single-image latency, on log
     axes: the models differ by orders of magnitude."""
     names = [m["name"] for m in models]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
-    train = [m["train_seconds"] for m in models]
-    _bars(axes[0], names, train, [_duration(s) for s in train], log=True)
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    _wall_and_cpu(axes[0], models, "train")
     axes[0].set_title("Training (final fit), log scale")
-    axes[0].set_ylabel("seconds")
-    test = [m["test_seconds"] for m in models]
-    _bars(axes[1], names, test, [f"{s:.2f} s" for s in test], log=True)
+    _wall_and_cpu(axes[1], models, "test")
     axes[1].set_title(f"Predicting all {models[0]['n_test']:,} test digits, log")
-    axes[1].set_ylabel("seconds")
     median = np.array([m["latency_ms"]["median"] for m in models])
     p95 = np.array([m["latency_ms"]["p95"] for m in models])
     _bars(axes[2], names, median, [f"{v:.2f} ms" for v in median], log=True)
@@ -78,13 +75,36 @@ def timing_bars(models: list[dict], path: Path) -> Path:
     axes[2].set_title("One digit per call: median, bar to p95, log")
     axes[2].set_ylabel("milliseconds")
     axes[2].legend(loc="upper left", fontsize=8)
-    for ax in axes:  # room above the tallest bar for its label
+    for ax in axes:  # room above the tallest bar for its label; plain tick labels
         lo, hi = ax.get_ylim()
         ax.set_ylim(lo, hi * 3)
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
     return _save(fig, path)
 
 
+def _wall_and_cpu(ax, models: list[dict], key: str) -> None:
+    """Side-by-side bars: wall-clock (solid) and CPU time (hatched) of each model."""
+    x = np.arange(len(models))
+    wall = [m[f"{key}_seconds"] for m in models]
+    cpu = [m[f"{key}_cpu_seconds"] for m in models]
+    colours = [COLOURS.get(m["name"], "grey") for m in models]
+    for offset, values, hatch, label in ((-0.2, wall, None, "wall"), (0.2, cpu, "//", "CPU")):
+        bars = ax.bar(x + offset, values, width=0.4, color=colours, hatch=hatch,
+                      edgecolor="white" if hatch else None, label=label)
+        for bar, v in zip(bars, values, strict=True):
+            ax.annotate(_duration(v), (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                        ha="center", va="bottom", fontsize=7, xytext=(0, 2),
+                        textcoords="offset points")
+    ax.set_yscale("log")
+    ax.set_xticks(x, [m["name"] for m in models])
+    ax.set_ylabel("seconds")
+    ax.legend(loc="upper left", fontsize=8)
+
+
 def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.2f} s"
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
