@@ -114,7 +114,8 @@ def test_idempotency_key_returns_the_same_job(live_stack):
 
 def test_cancel_stops_the_remaining_work(live_stack):
     digits = mnist_png_bytes(0, 3000)
-    job = live_stack.post("/api/v1/jobs", files=files_of(digits)).json()
+    archive = [("files", ("all.zip", zip_of(digits), "application/zip"))]
+    job = live_stack.post("/api/v1/jobs", files=archive).json()
     cancelled = live_stack.post(f"/api/v1/jobs/{job['id']}/cancel")
     assert cancelled.status_code == 200
     body = cancelled.json()
@@ -132,7 +133,8 @@ def test_cancel_stops_the_remaining_work(live_stack):
 
 def test_predict_answers_while_a_large_bulk_job_runs(live_stack):
     digits = mnist_png_bytes(0, 6000)
-    job = live_stack.post("/api/v1/jobs", files=files_of(digits)).json()
+    archive = [("files", ("all.zip", zip_of(digits), "application/zip"))]
+    job = live_stack.post("/api/v1/jobs", files=archive).json()
     wait_for(lambda: live_stack.get(f"/api/v1/jobs/{job['id']}").json()["status"] == "running",
              60, what="the bulk job to start")
     answers = []

