@@ -126,7 +126,8 @@ def to_channels(img: Image.Image) -> np.ndarray:
     onto the opposite of the strokes, so white-on-transparent and black-on-transparent
     drawings both survive."""
     if img.mode == "P":
-        img = _palette(img)
+        # Palette images are often dithered: a 3x3 average turns the dots back into shades.
+        img = _palette(img).filter(ImageFilter.BoxBlur(1))
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float32)
         low, high = float(arr.min()), float(arr.max())
@@ -419,7 +420,8 @@ def normalise_image(img: Image.Image) -> Prepared:
     return normalise_channels(arr)
 
 
-def normalise_channels(arr: np.ndarray) -> Prepared:
+def ink_map(arr: np.ndarray) -> tuple[np.ndarray | None, float]:
+    """Ink coverage 0..1 per pixel (None for a blank page), and the ink-paper contrast."""
     signal, contrast = ink_signal(arr)
     signal = signal - _background(signal)
     sample = signal[:: max(1, signal.shape[0] // 96), :: max(1, signal.shape[1] // 96)]
@@ -433,29 +435,33 @@ def normalise_channels(arr: np.ndarray) -> Prepared:
         if min(signal.shape) > 1 else signal
     peak = float(smooth.max())
     if peak * contrast < MIN_CONTRAST or peak < MIN_SNR * noise:
-        return Prepared(BLANK.copy(), 0.0, False, contrast=peak * contrast)
+        return None, peak * contrast
     level = float(np.median(signal[signal > 0.5 * peak]))
     if level * contrast < MIN_CONTRAST:  # shadows and gradients: faint everywhere
-        return Prepared(BLANK.copy(), 0.0, False, contrast=level * contrast)
+        return None, level * contrast
     # Linear between the noise floor and the typical ink level: keeps anti-aliased edges grey.
     low = min(4 * noise, 0.3 * level)
-    ink = np.clip((signal - low) / (level - low), 0, 1)
+    return np.clip((signal - low) / (level - low), 0, 1), min(1.0, level * contrast)
+
+
+def normalise_channels(arr: np.ndarray) -> Prepared:
+    ink, contrast = ink_map(arr)
+    if ink is None:
+        return Prepared(BLANK.copy(), 0.0, False, contrast=contrast)
     mask = ink > 0.5
     ink_fraction = float(mask.mean())
-
     factor = max(1, -(-max(mask.shape) // CC_SIDE))
     small = _pool_any(mask, factor) if factor > 1 else mask
     kept, dropped = _select(_pieces(small), *small.shape)
     if not kept:
-        return Prepared(BLANK.copy(), ink_fraction, False, contrast=peak * contrast, clutter=1.0)
+        return Prepared(BLANK.copy(), ink_fraction, False, contrast=contrast, clutter=1.0)
     ink = ink * _keep_mask(kept, small.shape, factor, mask.shape)
-    clutter = dropped / max(1, int(small.sum()))
     bbox = _bbox(ink > 0.1)
     if bbox is None:
-        return Prepared(BLANK.copy(), ink_fraction, False, contrast=peak * contrast)
+        return Prepared(BLANK.copy(), ink_fraction, False, contrast=contrast)
     pixels, pen = _digit_pixels(ink[bbox[0] : bbox[1], bbox[2] : bbox[3]])
-    return Prepared(pixels, ink_fraction, True, contrast=min(1.0, level * contrast),
-                    clutter=clutter, pieces=len(kept), pen=pen)
+    return Prepared(pixels, ink_fraction, True, contrast=contrast,
+                    clutter=dropped / max(1, int(small.sum())), pieces=len(kept), pen=pen)
 
 
 def prepare(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Prepared:

@@ -4,7 +4,6 @@ shared.verdict: blank pages and noise are no_digit; thresholds as fitted."""
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +12,12 @@ from PIL import Image
 
 from shared.imaging import ImageError, Prepared, decode, prepare, sniff_format
 from shared.mnist import load_split
+from shared.settings import get_settings
 from shared.verdict import Verdict, judge, softmax
 
-DATA_DIR = Path(os.environ.get("DIGITS_DATA_DIR", "/work/shared/data/mnist"))
-MODEL = Path(__file__).resolve().parents[1] / "models" / "digits-cnn.safetensors"
+# The shipped model (models/digits-cnn.safetensors unless DIGITS_MODEL_PATH says otherwise).
+DATA_DIR = get_settings().data_dir
+MODEL = Path(get_settings().model_path)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,8 @@ def digits():
 @pytest.fixture(scope="module")
 def shipped():
     if not MODEL.is_file():
-        pytest.skip(f"the shipped model {MODEL} is absent (run `digits train`)")
+        pytest.skip(f"the shipped model {MODEL} is absent (run `digits train`, then "
+                    "`digits calibrate`)")
     from shared import artifact
 
     return artifact.load(MODEL)

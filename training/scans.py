@@ -230,13 +230,18 @@ def pick_family(rng: np.random.Generator) -> str:
     return names[rng.choice(len(names), p=weights / weights.sum())]
 
 
+def variant(digit: np.ndarray, label: int, seed: int, index: int) -> Variant:
+    """Variant `index` has its own generator seeded by (seed, index), so it is the same
+    whatever the size of the set."""
+    rng = np.random.default_rng((seed, index))
+    family = pick_family(rng)
+    return Variant(render(digit, family, rng), int(label), family)
+
+
 def generate(images: np.ndarray, labels: np.ndarray, seed: int):
-    """Yield one `Variant` per digit. Each has its own generator seeded by (seed, index), so
-    variant i is the same whatever the size of the set."""
+    """Yield one `Variant` per digit, seeded: the same seed gives the same bytes."""
     for i, (digit, label) in enumerate(zip(images, labels, strict=True)):
-        rng = np.random.default_rng((seed, i))
-        family = pick_family(rng)
-        yield Variant(render(digit, family, rng), int(label), family)
+        yield variant(digit, label, seed, i)
 
 
 # --- images that hold no digit --------------------------------------------------------------
@@ -313,6 +318,34 @@ def _verdicts(prepared, probs, meta):
             for p, pr in zip(prepared, probs, strict=True)]
 
 
+def _prepare_chunk(job) -> tuple[list[Variant], list[Prepared | None], float]:
+    """Generate and prepare one slice of the set (runs in a worker process); the image
+    bytes stay in the worker."""
+    images, labels, seed, start = job
+    variants = [variant(d, y, seed, start + i)
+                for i, (d, y) in enumerate(zip(images, labels, strict=True))]
+    prepared, per_image = prepare_all(v.data for v in variants)
+    return [Variant(b"", v.label, v.family) for v in variants], prepared, per_image
+
+
+def generate_and_prepare(images, labels, seed: int, workers: int | None = None):
+    """The set, prepared, using every core: generating it costs more than preparing it."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = workers or os.cpu_count() or 1
+    step = -(-len(labels) // (workers * 4))
+    jobs = [(images[i : i + step], labels[i : i + step], seed, i)
+            for i in range(0, len(labels), step)]
+    variants, prepared, costs = [], [], []
+    with ProcessPoolExecutor(workers) as pool:
+        for v, p, c in pool.map(_prepare_chunk, jobs):
+            variants += v
+            prepared += p
+            costs.append(c)
+    return variants, prepared, float(np.mean(costs))
+
+
 def evaluate_scans(model, meta: dict, data_dir, size: int = EVAL_SIZE,
                    seed: int = EVAL_SEED) -> dict:
     """Accuracy of `model` on the generated scan-like set versus on the clean test digits,
@@ -322,8 +355,7 @@ def evaluate_scans(model, meta: dict, data_dir, size: int = EVAL_SIZE,
     test = load_split(data_dir, "test")
     images, labels = test.images[:size], test.labels[:size]
     start = time.perf_counter()
-    variants = list(generate(images, labels, seed))
-    prepared, per_image = prepare_all(v.data for v in variants)
+    variants, prepared, per_image = generate_and_prepare(images, labels, seed)
     probs = predict(model, prepared, float(meta.get("temperature", 1.0)))
     clean = predict(model, [Prepared(im.astype(np.float32) / 255, 0.0, True) for im in images],
                     1.0)
