@@ -352,6 +352,9 @@ def _fit(img: Image.Image, side: int) -> Image.Image:
 def _pen_width(digit: Image.Image) -> float:
     """Pen width in pixels from how much ink one 3x3 erosion removes: a stroke w pixels wide
     keeps (w - 2) / w of its area."""
+    # Pad with paper first: the crop touches the ink on every side, and MinFilter repeats
+    # edge pixels, so a straight "1" filling its box would never erode and look like a blob.
+    digit = ImageOps.expand(digit, border=2, fill=0)
     mask = np.asarray(digit) > 127
     area = int(mask.sum())
     if area == 0:
