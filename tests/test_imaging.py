@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from shared.imaging import ImageError, Prepared, decode, prepare, sniff_format
 from shared.mnist import load_split
@@ -334,3 +334,14 @@ def test_generated_set_is_seeded(digits):
     again = [v.data for v in generate(images[:12], labels[:12], 5)]
     other = [v.data for v in generate(images[:12], labels[:12], 6)]
     assert first == again and first != other
+
+
+@pytest.mark.parametrize("width", [8, 16, 28])
+def test_a_straight_vertical_stroke_is_a_one(shipped, width):
+    """A finger-drawn 1 on a canvas is often perfectly straight: its crop is all ink from
+    side to side, which once made it look like a blob."""
+    model, meta = shipped
+    canvas = Image.new("RGBA", (280, 280), (0, 0, 0, 0))
+    ImageDraw.Draw(canvas).line([(140, 40), (140, 240)], fill=(255, 255, 255, 255), width=width)
+    result = verdict(model, meta, encode(canvas))
+    assert (result.status, result.digit) == ("done", 1)
