@@ -75,4 +75,4 @@ def test_cli_gives_one_line_and_status_2_for_missing_data(tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.stderr
-    assert "t10k-images-idx3-ubyte" in lines[0] and "DIGITS_DATA_DIR" in lines[0]
+    assert "-ubyte[.gz] not found" in lines[0] and "DIGITS_DATA_DIR" in lines[0]

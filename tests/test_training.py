@@ -14,7 +14,8 @@ import torch
 
 from shared import artifact
 from tests.conftest import ROOT
-from training.data import test_tensors, train_val_split
+from training.data import test_tensors as load_test_digits
+from training.data import train_val_split
 from training.evaluate import evaluate
 from training.train import Recipe, train
 
@@ -33,7 +34,7 @@ def test_short_training_learns_well_above_chance(small_model, data_dir):
     assert seconds < 60
     assert history.val_acc[-1] > 0.85
     assert history.train_loss[-1] < history.train_loss[0]
-    subset = test_tensors(data_dir)
+    subset = load_test_digits(data_dir)
     subset.x, subset.y = subset.x[:2000], subset.y[:2000]
     assert evaluate(model, subset).accuracy > 0.85
 
@@ -90,7 +91,7 @@ def test_cli_refuses_a_tampered_model_in_one_line(shipped_model, tmp_path):
 
 def test_shipped_model_reaches_its_recorded_accuracy(shipped_model, data_dir):
     model, meta = artifact.load(shipped_model)
-    result = evaluate(model, test_tensors(data_dir))
+    result = evaluate(model, load_test_digits(data_dir))
     assert result.n == 10_000
     assert result.errors == meta["test_errors"]
     assert result.accuracy == pytest.approx(meta["test_accuracy"])
