@@ -87,7 +87,7 @@ class Stack:
 
     def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.env.setdefault("DIGITS_STATE_DIR", str(self.state_dir))
+        self.env["DIGITS_STATE_DIR"] = str(self.state_dir)
         if not self.env.get("DIGITS_REDIS_URL"):
             self.start_redis()
         migrate = subprocess.run(self.digits("db", "upgrade"), env=self.env, check=False)
@@ -144,7 +144,8 @@ class Stack:
 
 
 def up(workers: int, host: str, port: int, state_dir: Path) -> int:
-    stack = Stack(workers=workers, host=host, port=port, state_dir=state_dir)
+    # Absolute: redis-server changes into its --dir before it opens its log file.
+    stack = Stack(workers=workers, host=host, port=port, state_dir=state_dir.resolve())
     try:
         stack.start()
         return stack.watch()
