@@ -26,7 +26,10 @@ def register(sub) -> None:
 
     p = sub.add_parser("worker", help="run a Celery worker against the configured Redis and DB")
     p.add_argument("--concurrency", type=int, default=None,
-                   help="worker processes (default: one per CPU core)")
+                   help="pool size (default: one process per CPU core; 8 threads)")
+    p.add_argument("--pool", choices=["auto", "prefork", "threads"], default="auto",
+                   help="auto: threads for the interactive queue alone (its predictions "
+                        "share batches), else prefork processes")
     p.add_argument("--queues", default=f"{INTERACTIVE_QUEUE},{BULK_QUEUE}",
                    help="comma-separated queues to consume")
     p.add_argument("--loglevel", default="info")
@@ -73,10 +76,18 @@ def cmd_worker(args) -> int:
 
         raise UserError(f"unknown queue {sorted(unknown)[0]!r}; use {INTERACTIVE_QUEUE} "
                         f"and/or {BULK_QUEUE}")
-    concurrency = args.concurrency or os.cpu_count() or 1
-    # Give each pool process its share of the cores, not all of them each.
-    os.environ.setdefault("DIGITS_TORCH_THREADS",
-                          str(max(1, (os.cpu_count() or 1) // concurrency)))
+    cores = os.cpu_count() or 1
+    pool = args.pool
+    if pool == "auto":
+        pool = "threads" if queues == [INTERACTIVE_QUEUE] else "prefork"
+    if pool == "threads":
+        # Threads decode in parallel; one batcher thread runs the model on every core.
+        concurrency = args.concurrency or 8
+        os.environ.setdefault("DIGITS_TORCH_THREADS", str(cores))
+    else:
+        concurrency = args.concurrency or cores
+        # Give each pool process its share of the cores, not all of them each.
+        os.environ.setdefault("DIGITS_TORCH_THREADS", str(max(1, cores // concurrency)))
     get_settings.cache_clear()
     if not get_settings().redis_url:
         from cli.main import UserError
@@ -85,9 +96,10 @@ def cmd_worker(args) -> int:
     from worker.celery_app import app
 
     name = f"{'+'.join(queues)}-{uuid.uuid4().hex[:6]}@%h"
-    app.worker_main(argv=["worker", "--queues", ",".join(queues), "--concurrency",
-                          str(concurrency), "--hostname", name, "--loglevel", args.loglevel,
-                          "--without-gossip", "--without-mingle", "-O", "fair"])
+    app.worker_main(argv=["worker", "--queues", ",".join(queues), "--pool", pool,
+                          "--concurrency", str(concurrency), "--hostname", name,
+                          "--loglevel", args.loglevel, "--without-gossip", "--without-mingle",
+                          "-O", "fair"])
     return 0
 
 

@@ -97,8 +97,7 @@ class Stack:
                                             "--port", str(self.port)))
         self.spawn("worker", self.digits("worker", "--queues", "bulk",
                                          "--concurrency", str(self.workers)))
-        self.spawn("interactive-worker", self.digits("worker", "--queues", "interactive",
-                                                     "--concurrency", "1"))
+        self.spawn("interactive-worker", self.digits("worker", "--queues", "interactive"))
         self.spawn("reconciler", self.digits("reconcile", "--every", "30"))
         wait_for_port(self.port, api, "the API", deadline_s=60)
         print(f"digits up: serving http://{self.host}:{self.port}/ with {self.workers} "

@@ -16,6 +16,7 @@ import torch
 from shared import artifact
 from shared.settings import get_settings
 from shared.verdict import softmax
+from worker.batcher import DynamicBatcher
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class Predictor:
 
 
 _predictor: Predictor | None = None
+_batcher: DynamicBatcher | None = None
 _lock = threading.Lock()
 
 
@@ -62,3 +64,15 @@ def get_predictor() -> Predictor:
             s = get_settings()
             _predictor = Predictor(s.model_path, s.device, s.max_batch_size, s.torch_threads)
         return _predictor
+
+
+def get_batcher() -> DynamicBatcher:
+    """The process's dynamic batcher over its predictor (interactive predictions)."""
+    global _batcher
+    predictor = get_predictor()
+    with _lock:
+        if _batcher is None:
+            s = get_settings()
+            _batcher = DynamicBatcher(predictor.probabilities, s.max_batch_size,
+                                      s.max_batch_wait_ms / 1000)
+        return _batcher

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -21,7 +22,7 @@ from shared.imaging import ImageError, Prepared, prepare
 from shared.models import Item, ItemStatus
 from shared.settings import get_settings
 from shared.verdict import judge
-from worker.inference import Predictor, get_predictor
+from worker.inference import Predictor, get_batcher, get_predictor
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,10 @@ class Outcome:
         return dict(self.__dict__)
 
 
-def classify(images: list[bytes], predictor: Predictor) -> list[Outcome]:
-    """Decode, normalise and classify; a bad image fails alone with its error."""
+def classify(images: list[bytes], predictor: Predictor,
+             probabilities: Callable[[np.ndarray], np.ndarray] | None = None) -> list[Outcome]:
+    """Decode, normalise and classify; a bad image fails alone with its error.
+    `probabilities` defaults to the predictor's own batches (a chunk fills them)."""
     max_pixels = get_settings().max_image_pixels
     outcomes: list[Outcome | None] = [None] * len(images)
     good: list[tuple[int, Prepared]] = []
@@ -51,7 +54,7 @@ def classify(images: list[bytes], predictor: Predictor) -> list[Outcome]:
             outcomes[i] = Outcome(ItemStatus.FAILED, error=f"{exc.code}: {exc}")
     if good:
         pixels = np.stack([p.pixels for _, p in good]).astype(np.float32)
-        probs = predictor.probabilities(pixels)
+        probs = (probabilities or predictor.probabilities)(pixels)
         for (i, prepared), p in zip(good, probs, strict=True):
             verdict = judge(prepared, p, predictor.meta)
             outcomes[i] = Outcome(
@@ -104,8 +107,9 @@ def classify_items(item_ids: list[int], predictor: Predictor | None = None) -> i
     return written
 
 
-def predict_bytes(data_b64: str, predictor: Predictor | None = None) -> dict:
-    """One image for the interactive queue: the result, never stored."""
-    predictor = predictor or get_predictor()
-    outcome = classify([base64.b64decode(data_b64)], predictor)[0]
+def predict_bytes(data_b64: str) -> dict:
+    """One image for the interactive queue: the result, never stored. Concurrent
+    predictions in one worker share forward passes through the dynamic batcher."""
+    predictor, batcher = get_predictor(), get_batcher()
+    outcome = classify([base64.b64decode(data_b64)], predictor, batcher.submit)[0]
     return {**outcome.as_dict(), "model_version": predictor.version}
