@@ -80,3 +80,18 @@ def test_openapi_document_is_served_and_names_every_route(client):
     documented = {path.replace("{job_id}", "<job_id>").replace("{item_id}", "<int:item_id>")
                   for path in doc["paths"]}
     assert app_rules == documented
+
+
+def test_predict_without_a_worker_is_a_504_and_not_ready(use_database, sqlite_url, redis_db,
+                                                         monkeypatch):
+    monkeypatch.setenv("DIGITS_PREDICT_TIMEOUT_S", "1")
+    use_database(sqlite_url, DIGITS_REDIS_URL=redis_db)
+    client = create_app({"TESTING": True}).test_client()
+    png = b"\x89PNG\r\n\x1a\n" + b"\0" * 64  # passes the magic-byte check; nobody decodes it
+    response = client.post("/api/v1/predict", data={"image": (io.BytesIO(png), "a.png")},
+                           content_type="multipart/form-data")
+    assert response.status_code == 504 and response.json["error"]["code"] == "timeout"
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json["checks"]["database"] == "ok" and ready.json["checks"]["redis"] == "ok"
+    assert ready.json["checks"]["workers"].startswith("error")
