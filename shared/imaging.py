@@ -121,23 +121,35 @@ def _shrink(img: Image.Image) -> Image.Image:
 # --- colour to inkness ----------------------------------------------------------------------
 
 
-def to_channels(img: Image.Image) -> np.ndarray:
-    """(H, W, C) float32 in [0, 1] with C = 1 (grey) or 3 (colour); transparency composited
-    onto the opposite of the strokes, so white-on-transparent and black-on-transparent
-    drawings both survive."""
+def _median(x: np.ndarray) -> float:
+    """np.median of all of `x`, with one partition and none of np.median's overhead."""
+    flat = x.ravel()
+    k = flat.size // 2
+    if flat.size % 2:
+        return float(np.partition(flat, k)[k])
+    part = np.partition(flat, (k - 1, k))
+    return (float(part[k - 1]) + float(part[k])) / 2
+
+
+def to_channels(img: Image.Image) -> list[np.ndarray]:
+    """Float32 planes (H, W) in [0, 1]: one (grey) or three (colour); transparency
+    composited onto the opposite of the strokes, so white-on-transparent and
+    black-on-transparent drawings both survive. Planes, not (H, W, C): numpy is slow on a
+    short last axis, and every later step works channel by channel."""
     if img.mode == "P":
         # Palette images are often dithered: a 3x3 average turns the dots back into shades.
         img = _palette(img).filter(ImageFilter.BoxBlur(1))
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(img, dtype=np.float32)
         low, high = float(arr.min()), float(arr.max())
-        return ((arr - min(low, 0.0)) / max(high - min(low, 0.0), 1e-6))[..., None]
+        return [(arr - min(low, 0.0)) / max(high - min(low, 0.0), 1e-6)]
     if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
         return _composite(np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0)
     if img.mode not in ("L", "RGB"):
         img = img.convert("RGB" if img.mode in ("CMYK", "YCbCr", "LAB", "HSV") else "L")
-    arr = np.asarray(img, dtype=np.float32) / 255.0
-    return arr[..., None] if arr.ndim == 2 else _maybe_grey(arr)
+    if img.mode == "L":
+        return [np.asarray(img, dtype=np.float32) / 255.0]
+    return _maybe_grey([np.asarray(band, dtype=np.float32) / 255.0 for band in img.split()])
 
 
 def _palette(img: Image.Image) -> Image.Image:
@@ -154,43 +166,50 @@ def _palette(img: Image.Image) -> Image.Image:
     return img.convert("RGB") if gap > 60 else rgba
 
 
-def _maybe_grey(rgb: np.ndarray) -> np.ndarray:
+def _maybe_grey(rgb: list[np.ndarray]) -> list[np.ndarray]:
     """Colour images whose channels agree are grey: one channel is cheaper."""
-    sample = rgb[::4, ::4]
-    if float(np.abs(sample - sample.mean(axis=2, keepdims=True)).max()) < 0.03:
-        return rgb.mean(axis=2, keepdims=True)
+    r, g, b = (c[::4, ::4] for c in rgb)
+    mean = (r + g + b) / 3
+    if max(float(np.abs(c - mean).max()) for c in (r, g, b)) < 0.03:
+        return [(rgb[0] + rgb[1] + rgb[2]) / 3]
     return rgb
 
 
-def _composite(rgba: np.ndarray) -> np.ndarray:
-    alpha = rgba[..., 3:4]
-    rgb = rgba[..., :3]
+def _composite(rgba: np.ndarray) -> list[np.ndarray]:
+    alpha = rgba[..., 3]
+    rgb = [rgba[..., c] for c in range(3)]
     if float(alpha.min()) >= 0.99:
-        return _maybe_grey(rgb)
-    grey = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    weight = alpha[..., 0] ** 2  # the opaque strokes decide, not the transparent backdrop
+        return _maybe_grey([np.ascontiguousarray(c) for c in rgb])
+    grey = 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+    weight = alpha * alpha  # the opaque strokes decide, not the transparent backdrop
     stroke = float((grey * weight).sum() / max(float(weight.sum()), 1e-6))
     backdrop = 0.0 if stroke > 0.5 else 1.0
-    return _maybe_grey(rgb * alpha + backdrop * (1 - alpha))
+    clear = backdrop * (1 - alpha)
+    return _maybe_grey([c * alpha + clear for c in rgb])
 
 
-def ink_signal(arr: np.ndarray) -> tuple[np.ndarray, float]:
+def ink_signal(planes: list[np.ndarray]) -> tuple[np.ndarray, float]:
     """Inkness (paper ~0, ink ~1) and the ink-paper contrast in colour units.
 
     Paper is the median colour (paper is most of a page); ink is the colour of the pixels
     that differ most from it. Projecting every pixel on that direction works for any
     polarity and any pair of colours."""
-    step_y, step_x = max(1, arr.shape[0] // 64), max(1, arr.shape[1] // 64)
-    sample = arr[::step_y, ::step_x].reshape(-1, arr.shape[2])
-    paper = np.median(sample, axis=0)
-    dist = np.abs(arr - paper).sum(axis=2)
-    far = dist >= 0.6 * float(dist.max())
-    direction = arr[far].mean(axis=0) - paper
-    norm2 = float(direction @ direction)
+    h, w = planes[0].shape
+    step_y, step_x = max(1, h // 64), max(1, w // 64)
+    diffs = [c - np.float32(_median(c[::step_y, ::step_x])) for c in planes]
+    dist = np.abs(diffs[0])
+    for d in diffs[1:]:
+        dist += np.abs(d)
+    far = dist >= np.float32(0.6) * dist.max()
+    count = max(1, int(np.count_nonzero(far)))
+    direction = [float(d[far].sum(dtype=np.float64)) / count for d in diffs]
+    norm2 = sum(v * v for v in direction)
     if norm2 < 1e-8:
-        return np.zeros(arr.shape[:2], np.float32), 0.0
-    signal = ((arr - paper) @ direction) / norm2
-    return signal.astype(np.float32), float(np.sqrt(norm2 / arr.shape[2]))
+        return np.zeros((h, w), np.float32), 0.0
+    signal = diffs[0] * np.float32(direction[0] / norm2)
+    for d, v in zip(diffs[1:], direction[1:], strict=True):
+        signal += d * np.float32(v / norm2)
+    return signal, float(np.sqrt(norm2 / len(planes)))
 
 
 def _background(signal: np.ndarray) -> np.ndarray | float:
@@ -205,11 +224,12 @@ def _background(signal: np.ndarray) -> np.ndarray | float:
     blocks = blocks.reshape(grid, grid, -1)
     k = blocks.shape[2] * 3 // 10
     level = np.partition(blocks, k, axis=2)[:, :, k]
-    padded = np.pad(level, 1, mode="edge")
-    level = np.min([padded[dy : dy + grid, dx : dx + grid] for dy in range(3) for dx in range(3)],
-                   axis=0)
-    if float(np.ptp(level)) < 0.08:  # even lighting: a constant is safer than a map
-        return float(np.median(level))
+    edge = np.clip(np.arange(-1, grid + 1), 0, grid - 1)
+    padded = level[edge][:, edge]
+    rows = np.minimum(np.minimum(padded[:-2], padded[1:-1]), padded[2:])
+    level = np.minimum(np.minimum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
+    if float(level.max() - level.min()) < 0.08:  # even lighting: a constant is safer than a map
+        return _median(level)
     smooth = Image.fromarray(level.astype(np.float32), "F").resize((w, h), Image.BILINEAR)
     return np.asarray(smooth, dtype=np.float32)
 
@@ -306,29 +326,45 @@ def _select(pieces: list[_Piece], h: int, w: int) -> tuple[list[_Piece], int]:
     return kept, dropped
 
 
-def _keep_mask(kept: list[_Piece], shape: tuple[int, int], factor: int,
-               full: tuple[int, int]) -> np.ndarray:
-    small = np.zeros(shape, bool)
-    for p in kept:
-        for y, s, e in p.runs:
-            small[y, s:e] = True
-    # Grow by one cell so the soft edges of kept strokes are not cut off.
-    grown = small.copy()
-    grown[1:] |= small[:-1]
-    grown[:-1] |= small[1:]
+def _keep_mask(kept: list[_Piece], small: np.ndarray, everything: bool) -> np.ndarray:
+    """The kept pieces on the small grid, grown by one cell so the soft edges of kept strokes
+    are not cut off."""
+    if everything:
+        keep = small
+    else:
+        keep = np.zeros(small.shape, bool)
+        for p in kept:
+            for y, s, e in p.runs:
+                keep[y, s:e] = True
+    grown = keep.copy()
+    grown[1:] |= keep[:-1]
+    grown[:-1] |= keep[1:]
     grown[:, 1:] |= grown[:, :-1].copy()
     grown[:, :-1] |= grown[:, 1:].copy()
-    if factor > 1:
-        grown = np.repeat(np.repeat(grown, factor, axis=0), factor, axis=1)
-    return grown[: full[0], : full[1]]
+    return grown
+
+
+def _apply_keep(ink: np.ndarray, grown: np.ndarray, factor: int) -> np.ndarray:
+    """Zero the ink outside the kept cells (each cell is factor x factor pixels)."""
+    if factor == 1:
+        return ink * grown
+    h, w = ink.shape
+    gh, gw = grown.shape
+    if h == gh * factor and w == gw * factor:
+        cells = ink.reshape(gh, factor, gw, factor) * grown[:, None, :, None]
+        return cells.reshape(h, w)
+    full = np.repeat(np.repeat(grown, factor, axis=0), factor, axis=1)
+    return ink * full[:h, :w]
 
 
 def _pool_any(mask: np.ndarray, factor: int) -> np.ndarray:
     h, w = mask.shape
     hp, wp = -(-h // factor) * factor, -(-w // factor) * factor
-    padded = np.zeros((hp, wp), bool)
-    padded[:h, :w] = mask
-    return padded.reshape(hp // factor, factor, wp // factor, factor).any(axis=(1, 3))
+    if (hp, wp) != (h, w):
+        padded = np.zeros((hp, wp), bool)
+        padded[:h, :w] = mask
+        mask = padded
+    return mask.reshape(hp // factor, factor, wp // factor, factor).any(axis=(1, 3))
 
 
 # --- the digit box --------------------------------------------------------------------------
@@ -352,14 +388,17 @@ def _fit(img: Image.Image, side: int) -> Image.Image:
 def _pen_width(digit: Image.Image) -> float:
     """Pen width in pixels from how much ink one 3x3 erosion removes: a stroke w pixels wide
     keeps (w - 2) / w of its area."""
-    # Pad with paper first: the crop touches the ink on every side, and MinFilter repeats
-    # edge pixels, so a straight "1" filling its box would never erode and look like a blob.
-    digit = ImageOps.expand(digit, border=2, fill=0)
+    # Erode with paper all round: the crop touches the ink on every side, and a straight
+    # "1" filling its box must still lose its edges.
     mask = np.asarray(digit) > 127
-    area = int(mask.sum())
+    area = int(np.count_nonzero(mask))
     if area == 0:
         return 0.0
-    eroded = int((np.asarray(digit.filter(ImageFilter.MinFilter(3))) > 127).sum())
+    h, w = mask.shape
+    padded = np.zeros((h + 2, w + 2), bool)
+    padded[1:-1, 1:-1] = mask
+    rows = padded[:, :-2] & padded[:, 1:-1] & padded[:, 2:]
+    eroded = int(np.count_nonzero(rows[:-2] & rows[1:-1] & rows[2:]))
     return 2.0 / max(1.0 - eroded / area, 0.05)
 
 
@@ -419,52 +458,65 @@ def _digit_pixels(ink: np.ndarray) -> tuple[np.ndarray, float]:
 
 def normalise_image(img: Image.Image) -> Prepared:
     """Decoded page -> MNIST-style 28x28: ink bright, cropped, fitted in 20x20, mass-centred."""
-    arr = to_channels(_shrink(img))
-    return normalise_channels(arr)
+    return normalise_channels(to_channels(_shrink(img)))
 
 
-def ink_map(arr: np.ndarray) -> tuple[np.ndarray | None, float]:
+def ink_map(planes: list[np.ndarray]) -> tuple[np.ndarray | None, float]:
     """Ink coverage 0..1 per pixel (None for a blank page), and the ink-paper contrast."""
-    signal, contrast = ink_signal(arr)
-    signal = signal - _background(signal)
-    sample = signal[:: max(1, signal.shape[0] // 96), :: max(1, signal.shape[1] // 96)]
-    signal = signal - float(np.median(sample))
+    signal, contrast = ink_signal(planes)
+    background = _background(signal)
+    step_y, step_x = max(1, signal.shape[0] // 96), max(1, signal.shape[1] // 96)
+    if isinstance(background, np.ndarray):
+        signal -= background
+        offset = _median(signal[::step_y, ::step_x])
+    else:  # a constant background cancels out of the median
+        offset = _median(signal[::step_y, ::step_x])
+    signal -= np.float32(offset)
     # Noise from differences of neighbours: blind to lighting, robust to the few ink edges.
     half = signal.shape[1] // 2
     steps = signal[::2, 1::2][:, :half] - signal[::2, 0::2][:, :half]
-    noise = 1.4826 * float(np.median(np.abs(steps))) / np.sqrt(2) + 1e-3
+    noise = 1.4826 * _median(np.abs(steps)) / np.sqrt(2) + 1e-3
     # 2x2 averaging so that a single hot pixel cannot pass for ink.
-    smooth = (signal[:-1, :-1] + signal[1:, :-1] + signal[:-1, 1:] + signal[1:, 1:]) / 4 \
-        if min(signal.shape) > 1 else signal
-    peak = float(smooth.max())
+    if min(signal.shape) > 1:
+        smooth = signal[:-1, :-1] + signal[1:, :-1]
+        smooth += signal[:-1, 1:]
+        smooth += signal[1:, 1:]
+        peak = float(smooth.max()) / 4
+    else:
+        peak = float(signal.max())
     if peak * contrast < MIN_CONTRAST or peak < MIN_SNR * noise:
         return None, peak * contrast
-    level = float(np.median(signal[signal > 0.5 * peak]))
+    level = _median(signal[signal > 0.5 * peak])
     if level * contrast < MIN_CONTRAST:  # shadows and gradients: faint everywhere
         return None, level * contrast
     # Linear between the noise floor and the typical ink level: keeps anti-aliased edges grey.
     low = min(4 * noise, 0.3 * level)
-    return np.clip((signal - low) / (level - low), 0, 1), min(1.0, level * contrast)
+    signal -= np.float32(low)
+    signal /= np.float32(level - low)
+    return np.clip(signal, 0, 1, out=signal), min(1.0, level * contrast)
 
 
-def normalise_channels(arr: np.ndarray) -> Prepared:
-    ink, contrast = ink_map(arr)
+def normalise_channels(planes: list[np.ndarray]) -> Prepared:
+    ink, contrast = ink_map(planes)
     if ink is None:
         return Prepared(BLANK.copy(), 0.0, False, contrast=contrast)
     mask = ink > 0.5
-    ink_fraction = float(mask.mean())
+    ink_fraction = np.count_nonzero(mask) / mask.size
     factor = max(1, -(-max(mask.shape) // CC_SIDE))
     small = _pool_any(mask, factor) if factor > 1 else mask
-    kept, dropped = _select(_pieces(small), *small.shape)
+    pieces = _pieces(small)
+    kept, dropped = _select(pieces, *small.shape)
     if not kept:
         return Prepared(BLANK.copy(), ink_fraction, False, contrast=contrast, clutter=1.0)
-    ink = ink * _keep_mask(kept, small.shape, factor, mask.shape)
+    grown = _keep_mask(kept, small, everything=len(kept) == len(pieces))
+    ink = _apply_keep(ink, grown, factor)
     bbox = _bbox(ink > 0.1)
     if bbox is None:
         return Prepared(BLANK.copy(), ink_fraction, False, contrast=contrast)
     pixels, pen = _digit_pixels(ink[bbox[0] : bbox[1], bbox[2] : bbox[3]])
     return Prepared(pixels, ink_fraction, True, contrast=contrast,
-                    clutter=dropped / max(1, int(small.sum())), pieces=len(kept), pen=pen)
+                    clutter=dropped / max(1, int(np.count_nonzero(small))), pieces=len(kept),
+                    pen=pen)
 
 
 def prepare(data: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> Prepared:
