@@ -290,9 +290,12 @@ def _pieces(mask: np.ndarray) -> list[_Piece]:
                     parent[root] = other
                     root = other
         row.append(i)
+    roots = [find(i) for i in range(len(ys))]
+    if roots and roots.count(roots[0]) == len(roots):  # one piece: the usual case
+        return [_Piece(int((ends - starts).sum()), ys[0], int(starts.min()), ys[-1],
+                       int(ends.max()) - 1, list(zip(ys, ss, es, strict=True)))]
     pieces: dict[int, _Piece] = {}
-    for i, (y, s, e) in enumerate(zip(ys, ss, es, strict=True)):
-        root = find(i)
+    for y, s, e, root in zip(ys, ss, es, roots, strict=True):
         p = pieces.get(root)
         if p is None:
             pieces[root] = _Piece(e - s, y, s, y, e - 1, [(y, s, e)])
@@ -455,7 +458,7 @@ def _centre(box: np.ndarray) -> np.ndarray:
 def _digit_pixels(ink: np.ndarray) -> tuple[np.ndarray, float]:
     """Cropped ink map (0..1) -> the model's 28x28 input, and the pen width relative to
     MNIST's."""
-    crop = Image.fromarray(np.round(ink * 255).astype(np.uint8), "L")
+    crop = Image.fromarray(np.rint(ink * 255).astype(np.uint8), "L")
     digit = _fit(crop, DIGIT_SIDE)
     width = _pen_width(digit)
     corrected = _even_pen(digit, width)
