@@ -121,6 +121,7 @@ def bench_e2e(folder: Path, labels: list[int], tmp: Path) -> dict:
     try:
         wait_for(lambda: requests.get(url + "/readyz", timeout=2).ok, 120, "the stack")
         out = tmp / "results.csv"
+        started_at = time.time()  # wall clock, to compare with the job's finished_at
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "cli.main", "submit", str(folder), "--server", url,
                         "--out", str(out)], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
@@ -132,10 +133,9 @@ def bench_e2e(folder: Path, labels: list[int], tmp: Path) -> dict:
     rows = out.read_text().strip().splitlines()[1:]
     correct = sum(int(r.split(",")[1] or -1) == labels[int(Path(r.split(",")[0]).stem[:5])]
                   for r in rows)
-    created = _ts(job["created_at"])
-    finished = _ts(job["finished_at"])
     return {"images": len(rows), "accuracy": correct / len(labels), "client_wall_s": wall,
-            "first_upload_to_last_result_s": finished - created}
+            # from starting `digits submit` to the last result stored in the database
+            "first_upload_to_last_result_s": _ts(job["finished_at"]) - started_at}
 
 
 def _ts(value: str) -> float:
@@ -209,7 +209,7 @@ def main() -> None:
         naive = bench_naive(folder, tmp, min(args.naive_images, args.images))
 
     bare = rates[best_bs]
-    e2e_rate = e2e["images"] / e2e["client_wall_s"]
+    e2e_rate = e2e["images"] / e2e["first_upload_to_last_result_s"]
     naive_rate = naive["images"] / naive["wall_s"]
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}")
     print(f"{'measure':<44}{'images/s':>12}")
@@ -229,6 +229,7 @@ def main() -> None:
         "e2e_over_naive": round(e2e_rate / naive_rate, 1),
         "e2e_accuracy": round(e2e["accuracy"], 4),
         "e2e_first_upload_to_last_result_s": round(e2e["first_upload_to_last_result_s"], 2),
+        "e2e_client_wall_s": round(e2e["client_wall_s"], 2),
         "prepare_us_per_image": round(prepare_s * 1e6, 1), "images": e2e["images"],
     }))
 

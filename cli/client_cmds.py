@@ -28,7 +28,7 @@ DEFAULT_SERVER = "http://127.0.0.1:8000"
 # (MAX_CONTENT_LENGTH), so a big folder goes up in several requests of this size.
 CHUNK_FILES = 500
 CHUNK_BYTES = 32 * 1024 * 1024
-POLL_S = 0.5
+POLL_S = 0.25
 FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 # Inside a folder, only files with these suffixes are sent; a file named on the
 # command line is always sent, and the server says why if it is not an image.
