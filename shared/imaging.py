@@ -132,9 +132,13 @@ def _median(x: np.ndarray) -> float:
         probe = np.sort(flat[:: n // 1024])
         lo, hi = probe[len(probe) * 9 // 20], probe[len(probe) * 11 // 20]
         below = int(np.count_nonzero(flat < lo))
-        band = flat[(flat >= lo) & (flat <= hi)]
-        if below < k and below + band.size > k:
-            flat, k = band, k - below
+        if lo == hi:  # ties, common with 8-bit sources: no partition needed at all
+            if below < k < below + int(np.count_nonzero(flat == lo)):
+                return float(lo)
+        else:
+            band = flat[(flat >= lo) & (flat <= hi)]
+            if below < k and below + band.size > k:
+                flat, k = band, k - below
     part = np.partition(flat, k)
     if n % 2:
         return float(part[k])

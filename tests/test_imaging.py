@@ -345,3 +345,28 @@ def test_a_straight_vertical_stroke_is_a_one(shipped, width):
     ImageDraw.Draw(canvas).line([(140, 40), (140, 240)], fill=(255, 255, 255, 255), width=width)
     result = verdict(model, meta, encode(canvas))
     assert (result.status, result.digit) == ("done", 1)
+
+
+def _median_case(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    if kind == "normal":
+        x = rng.normal(size=n)
+    elif kind == "ties":
+        x = rng.integers(0, 4, n)
+    elif kind == "eight_bit":
+        x = rng.integers(200, 256, n) / 255
+    elif kind == "half_zero":
+        x = np.r_[np.zeros(n // 2), rng.random(n - n // 2)]
+    else:
+        x = np.sort(rng.random(n))[::-1]
+    return x.astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["normal", "ties", "eight_bit", "half_zero", "sorted"])
+def test_fast_median_is_exact(kind):
+    """prepare's medians select a band first: the result must still be np.median's."""
+    from shared.imaging import _median
+
+    rng = np.random.default_rng(3)
+    for n in [1, 2, 7, 4096, 4097, 5000, 16384, 25001]:
+        x = _median_case(kind, n, rng)
+        assert _median(x) == pytest.approx(float(np.median(x.astype(np.float64))), abs=1e-7)
