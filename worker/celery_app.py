@@ -1,10 +1,14 @@
 """The worker's Celery app: the shared configuration plus the task bodies.
 
 `celery -A worker.celery_app worker` or `digits worker` runs it. Each forked child
-drops the database pool it may have inherited; the model loads on the first task.
+drops the database pool it may have inherited and starts loading the model in a
+background thread, so the first chunk does not wait for it.
 """
 
 from __future__ import annotations
+
+import logging
+import threading
 
 from celery.signals import worker_process_init
 
@@ -18,6 +22,18 @@ app = make_celery()
 def _after_fork(**_kwargs) -> None:
     # A pooled connection inherited across fork corrupts both sides (SQLAlchemy docs).
     db.dispose(close=False)
+    # Load the model in the background: Celery kills a worker_process_init handler that
+    # runs for more than ~4 s, and the first task waits on the predictor's lock anyway.
+    threading.Thread(target=_warm_up, name="model-warm-up", daemon=True).start()
+
+
+def _warm_up() -> None:
+    from worker.inference import get_predictor
+
+    try:
+        get_predictor()
+    except Exception:  # the first task will raise the same error where it is reported
+        logging.getLogger(__name__).exception("could not load the model")
 
 
 import worker.tasks  # noqa: E402, F401  (registers the tasks on `app`)

@@ -26,8 +26,8 @@ class Predictor:
                  threads: int = 0) -> None:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        if threads:
-            torch.set_num_threads(threads)
+        self.threads = threads
+        self._use_threads()
         self.device = torch.device(device)
         self.model, self.meta = artifact.load(weights, map_location=str(self.device))
         self.temperature = float(self.meta.get("temperature", 1.0))
@@ -36,9 +36,17 @@ class Predictor:
         log.info("model %s loaded on %s (%d threads)", self.version, self.device,
                  torch.get_num_threads())
 
+    def _use_threads(self) -> None:
+        # OpenMP's thread count is per calling thread: set it in whichever thread runs the
+        # model (a task thread, the batcher), or it falls back to every core and two
+        # worker processes fight over them.
+        if self.threads and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+
     @torch.inference_mode()
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """(n, 28, 28) float32 in [0, 1] -> (n, 10) calibrated probabilities."""
+        self._use_threads()
         out = []
         for start in range(0, len(pixels), self.max_batch_size):
             part = pixels[start : start + self.max_batch_size]
