@@ -43,6 +43,12 @@ def counts(session: Session, job_ids: Iterable[str]) -> dict[str, dict[str, int]
     return result
 
 
+def _has_pending(session: Session, job_id: str) -> bool:
+    return session.scalar(
+        select(Item.id).where(Item.job_id == job_id, Item.status == ItemStatus.PENDING).limit(1)
+    ) is not None
+
+
 def mark_started(session: Session, job_ids: Iterable[str]) -> None:
     session.execute(
         update(Job)
@@ -59,9 +65,10 @@ def finish_if_complete(session: Session, job_ids: Iterable[str]) -> list[str]:
         job = session.get(Job, job_id)
         if job is None or job.open or job.status in JobStatus.FINAL:
             continue
-        c = counts(session, [job_id])[job_id]
-        if c["pending"]:
+        # One index probe, not a count over the whole job: this runs after every chunk.
+        if _has_pending(session, job_id):
             continue
+        c = counts(session, [job_id])[job_id]
         status = (JobStatus.FAILED if c["total"] and c["failed"] == c["total"]
                   else JobStatus.SUCCEEDED)
         now = datetime.now(UTC)
