@@ -275,12 +275,12 @@ class _Piece:
 
 def _pieces(mask: np.ndarray) -> list[_Piece]:
     """8-connected components of a small boolean mask, by union-find over row runs."""
-    padded = np.zeros((mask.shape[0], mask.shape[1] + 2), np.int8)
+    padded = np.zeros((mask.shape[0], mask.shape[1] + 2), bool)
     padded[:, 1:-1] = mask
-    edges = np.diff(padded, axis=1)
-    rows, starts = np.nonzero(edges == 1)  # row-major order: runs in reading order
-    ends = np.nonzero(edges == -1)[1]
-    ys, ss, es = rows.tolist(), starts.tolist(), ends.tolist()
+    # Changes along each row, in reading order; with paper at both ends they alternate
+    # run start, run end (exclusive).
+    rows, cols = np.nonzero(padded[:, 1:] != padded[:, :-1])
+    ys, ss, es = rows[0::2].tolist(), cols[0::2].tolist(), cols[1::2].tolist()
     parent = list(range(len(ys)))
 
     def find(a: int) -> int:
@@ -292,6 +292,7 @@ def _pieces(mask: np.ndarray) -> list[_Piece]:
     prev: list[int] = []  # indices of the previous row's runs
     row: list[int] = []
     current = -1
+    merges = 0  # each link joins two pieces: len(ys) - merges pieces in the end
     for i, (y, s, e) in enumerate(zip(ys, ss, es, strict=True)):
         if y != current:
             prev = row if y == current + 1 else []
@@ -303,11 +304,12 @@ def _pieces(mask: np.ndarray) -> list[_Piece]:
                 if other != root:
                     parent[root] = other
                     root = other
+                    merges += 1
         row.append(i)
-    roots = [find(i) for i in range(len(ys))]
-    if roots and roots.count(roots[0]) == len(roots):  # one piece: the usual case
+    if ys and merges == len(ys) - 1:  # one piece: the usual case
         return [_Piece(sum(es) - sum(ss), ys[0], min(ss), ys[-1], max(es) - 1,
                        list(zip(ys, ss, es, strict=True)))]
+    roots = [find(i) for i in range(len(ys))]
     pieces: dict[int, _Piece] = {}
     for y, s, e, root in zip(ys, ss, es, roots, strict=True):
         p = pieces.get(root)
