@@ -125,6 +125,8 @@ def _median(x: np.ndarray) -> float:
     """np.median of all of `x`, with one partition and none of np.median's overhead."""
     flat = x.ravel()
     n = flat.size
+    if n == 0:  # e.g. neighbour steps of a one-pixel-wide image: nothing to measure
+        return 0.0
     k = n // 2
     if n > 4096:
         # Exact, but cheaper: a sorted subsample brackets the median, and only the values

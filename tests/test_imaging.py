@@ -370,3 +370,10 @@ def test_fast_median_is_exact(kind):
     for n in [1, 2, 7, 4096, 4097, 5000, 16384, 25001]:
         x = _median_case(kind, n, rng)
         assert _median(x) == pytest.approx(float(np.median(x.astype(np.float64))), abs=1e-7)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 500), (500, 1), (2, 2), (3, 1)])
+def test_degenerate_sizes_are_blank_not_errors(size):
+    """One-pixel-wide images once crashed the noise estimate (an empty median)."""
+    for fill in (0, 255):
+        assert prepare(encode(Image.new("L", size, fill))).has_ink is False

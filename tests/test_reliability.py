@@ -100,3 +100,37 @@ def test_processing_an_image_twice_leaves_one_result(database):
             assert (item.digit, item.confidence, item.finished_at) == first[item.id]
     assert job.status == "succeeded"
     assert get_predictor().version.startswith("digits-cnn@")
+
+
+def test_odd_images_fail_or_pass_alone_within_a_chunk(database):
+    """A chunk holding odd images (one pixel, a one-pixel line, a truncated PNG) still
+    writes a result for every image; the good ones are classified."""
+    import io
+
+    from PIL import Image
+
+    from worker.processing import classify_items
+
+    def png(img) -> bytes:
+        buffer = io.BytesIO()
+        img.save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    good = [(name, data) for name, data, _ in mnist_png_bytes(900, 10)]
+    odd = [("dot.png", png(Image.new("L", (1, 1), 0))),
+           ("line.png", png(Image.new("L", (500, 1), 255))),
+           ("cut.png", good[0][1][:60])]
+    uploads = [check(name, data, 1 << 20) for name, data in good + odd]
+    job_id, _ = create_job(make_celery(get_settings()), "tester", uploads, open_=False,
+                           idempotency_key=None, model_version=None)
+    with db.session() as s:
+        ids = s.scalars(select(Item.id).where(Item.job_id == job_id)).all()
+    assert classify_items(list(ids)) == 13
+    with db.session() as s:
+        items = {i.filename: i for i in s.scalars(select(Item).where(Item.job_id == job_id))}
+        status = s.get(Job, job_id).status
+    assert items["dot.png"].status == items["line.png"].status == ItemStatus.NO_DIGIT
+    assert items["cut.png"].status == ItemStatus.FAILED
+    assert items["cut.png"].error.startswith("corrupt")
+    assert sum(items[name].status == ItemStatus.DONE for name, _ in good) == 10
+    assert status == "succeeded"

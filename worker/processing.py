@@ -52,6 +52,10 @@ def classify(images: list[bytes], predictor: Predictor,
             good.append((i, prepare(data, max_pixels)))
         except ImageError as exc:
             outcomes[i] = Outcome(ItemStatus.FAILED, error=f"{exc.code}: {exc}")
+        except Exception as exc:  # a decoder bug must fail this image, never the chunk
+            log.exception("unexpected error preparing an image")
+            outcomes[i] = Outcome(ItemStatus.FAILED,
+                                  error=f"corrupt: the image could not be processed ({exc!r})")
     if good:
         pixels = np.stack([p.pixels for _, p in good]).astype(np.float32)
         probs = (probabilities or predictor.probabilities)(pixels)
