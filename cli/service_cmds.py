@@ -93,6 +93,11 @@ def cmd_worker(args) -> int:
         from cli.main import UserError
 
         raise UserError("DIGITS_REDIS_URL is not set; point it at the Redis the API uses")
+    from shared import artifact
+
+    # Refuse to start on a missing or tampered model rather than fail every chunk later.
+    # On the CPU: CUDA must stay untouched in this parent until the pool has forked.
+    artifact.load(get_settings().model_path, map_location="cpu")
     from worker.celery_app import app
 
     name = f"{'+'.join(queues)}-{uuid.uuid4().hex[:6]}@%h"

@@ -64,3 +64,14 @@ def test_up_runs_on_embedded_defaults_and_stops_cleanly(tmp_path, shipped_model)
     finally:
         stop_process(proc)
     assert "digits up: stopped" in (tmp_path / "up.log").read_text()
+
+
+def test_a_worker_refuses_to_start_without_its_model(tmp_path, redis_db):
+    env = {**os.environ, "DIGITS_REDIS_URL": redis_db,
+           "DIGITS_MODEL_PATH": str(tmp_path / "missing.safetensors")}
+    result = subprocess.run(digits_argv("worker", "--queues", "bulk"), cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"digits worker: model weights {tmp_path / 'missing.safetensors'} not found "
+        "(DIGITS_MODEL_PATH)"]
