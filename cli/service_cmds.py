@@ -96,8 +96,9 @@ def cmd_worker(args) -> int:
     from shared import artifact
 
     # Refuse to start on a missing or tampered model rather than fail every chunk later.
-    # On the CPU: CUDA must stay untouched in this parent until the pool has forked.
-    artifact.load(get_settings().model_path, map_location="cpu")
+    # Checksum only: building tensors here would start torch's thread pools (and maybe
+    # CUDA) in the parent, and forked pool children then hang in their first forward pass.
+    artifact.verify(get_settings().model_path)
     from worker.celery_app import app
 
     name = f"{'+'.join(queues)}-{uuid.uuid4().hex[:6]}@%h"

@@ -79,8 +79,9 @@ def read_metadata(weights: Path) -> dict[str, Any]:
     return meta
 
 
-def load(weights: Path | str, map_location: str = "cpu") -> tuple[DigitCNN, dict[str, Any]]:
-    """The network in eval mode and its metadata, after verifying checksum and shape."""
+def verify(weights: Path | str) -> dict[str, Any]:
+    """The metadata, once the weights exist and match its checksum. Builds no tensors, so
+    a Celery parent can call it before forking (torch's thread pools are not fork-safe)."""
     weights = Path(weights)
     if not weights.is_file():
         raise ArtifactError(f"model weights {weights} not found (DIGITS_MODEL_PATH)")
@@ -92,6 +93,13 @@ def load(weights: Path | str, map_location: str = "cpu") -> tuple[DigitCNN, dict
             f"{meta['weights_sha256'][:12]}...): the file was modified or does not belong to "
             f"{metadata_path(weights).name}"
         )
+    return meta
+
+
+def load(weights: Path | str, map_location: str = "cpu") -> tuple[DigitCNN, dict[str, Any]]:
+    """The network in eval mode and its metadata, after verifying checksum and shape."""
+    weights = Path(weights)
+    meta = verify(weights)
     arch = dict(meta["architecture"])
     if arch.pop("class", None) != ARCHITECTURE:
         raise ArtifactError(f"model {weights} is not a {ARCHITECTURE} artifact")
