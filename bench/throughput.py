@@ -19,7 +19,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,18 +34,13 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from cli.stack import free_port  # noqa: E402
 from shared import artifact  # noqa: E402
 from shared.imaging import prepare  # noqa: E402
 from shared.mnist import load_split  # noqa: E402
 from shared.settings import get_settings  # noqa: E402
 
 BATCH_SIZES = (1, 8, 16, 32, 64, 128, 256)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(condition, timeout: float, what: str):

@@ -6,9 +6,14 @@ import json
 from pathlib import Path
 
 
+def version_label(meta: dict) -> str:
+    """How jobs and predictions name the model: `name@version`."""
+    return f"{meta.get('name', 'model')}@{meta.get('version', '?')}"
+
+
 def model_version(weights: Path) -> str | None:
     try:
         meta = json.loads(Path(weights).with_suffix(".json").read_text())
     except (OSError, ValueError):
         return None
-    return f"{meta.get('name', 'model')}@{meta.get('version', '?')}"
+    return version_label(meta)

@@ -12,7 +12,6 @@ import io
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 import pytest
 import redis
 import requests
+
+from cli.stack import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("DIGITS_DATA_DIR") or ROOT.parent / "shared" / "data" / "mnist")
@@ -46,12 +47,6 @@ def wait_for(condition, timeout: float, interval: float = 0.1, what: str = "cond
             last_error = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} ({last_error})")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from shared import artifact
+from shared.artifact_meta import version_label
 from shared.settings import get_settings
 from shared.verdict import softmax
 from worker.batcher import DynamicBatcher
@@ -35,7 +36,7 @@ class Predictor:
         self.model.to(memory_format=torch.channels_last)
         self.temperature = float(self.meta.get("temperature", 1.0))
         self.max_batch_size = max_batch_size
-        self.version = f"{self.meta.get('name', 'model')}@{self.meta['version']}"
+        self.version = version_label(self.meta)
         log.info("model %s loaded on %s (%d threads)", self.version, self.device,
                  torch.get_num_threads())
 
