@@ -58,15 +58,20 @@ def _queue(celery: Celery, ids: list[int]) -> None:
         log.warning("could not queue %d items now (%s); the reconciler will", len(ids), exc)
 
 
+def _job_with_key(owner: str, idempotency_key: str | None) -> str | None:
+    if not idempotency_key:
+        return None
+    with db.session() as s:
+        return s.scalar(select(Job.id).where(Job.owner == owner,
+                                             Job.idempotency_key == idempotency_key))
+
+
 def create_job(celery: Celery, owner: str, uploads: list[Upload], open_: bool,
                idempotency_key: str | None, model_version: str | None) -> tuple[str, bool]:
     """Returns (job id, created). A repeated Idempotency-Key returns the first job."""
-    if idempotency_key:
-        with db.session() as s:
-            existing = s.scalar(select(Job.id).where(Job.owner == owner,
-                                                     Job.idempotency_key == idempotency_key))
-        if existing:
-            return existing, False
+    existing = _job_with_key(owner, idempotency_key)
+    if existing:
+        return existing, False
     if not uploads and not open_:
         raise ApiError(400, "no_files", "send at least one file, or create the job with open=true")
     try:
@@ -78,9 +83,7 @@ def create_job(celery: Celery, owner: str, uploads: list[Upload], open_: bool,
             ids = _insert_items(s, job, uploads)
     except IntegrityError:
         # Two creates with one key raced; the other one won.
-        with db.session() as s:
-            existing = s.scalar(select(Job.id).where(Job.owner == owner,
-                                                     Job.idempotency_key == idempotency_key))
+        existing = _job_with_key(owner, idempotency_key)
         if existing is None:
             raise
         return existing, False

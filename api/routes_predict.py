@@ -26,13 +26,18 @@ def _image_bytes() -> bytes:
     return request.get_data()  # a raw body with an image content type also works
 
 
+def _unusable(error: str | None) -> ApiError:
+    """Item errors read "code: message" (the API's checks and the worker's alike)."""
+    code, _, message = (error or "").partition(": ")
+    return ApiError(422, code or "bad_image", message or "not a usable image")
+
+
 @bp.post("/predict")
 def predict():
     settings = get_settings()
     upload = check("image", _image_bytes(), settings.max_image_bytes)
     if upload.status == ItemStatus.FAILED:
-        code, _, message = (upload.error or "").partition(": ")
-        raise ApiError(422, code or "bad_image", message or "not a usable image")
+        raise _unusable(upload.error)
     celery = current_app.extensions["celery"]
     pending = celery.send_task(PREDICT_IMAGE, args=[base64.b64encode(upload.content).decode()],
                                queue=INTERACTIVE_QUEUE)
@@ -45,6 +50,5 @@ def predict():
     finally:
         pending.forget()
     if result["status"] == ItemStatus.FAILED:
-        code, _, message = (result.get("error") or "").partition(": ")
-        raise ApiError(422, code or "bad_image", message or "not a usable image")
+        raise _unusable(result.get("error"))
     return jsonify({"object": "prediction", **result})
