@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cli.main import UserError
+from shared.settings import get_settings
 
 
 def free_port() -> int:
@@ -98,7 +99,8 @@ class Stack:
         self.spawn("worker", self.digits("worker", "--queues", "bulk",
                                          "--concurrency", str(self.workers)))
         self.spawn("interactive-worker", self.digits("worker", "--queues", "interactive"))
-        self.spawn("reconciler", self.digits("reconcile", "--every", "30"))
+        every = get_settings().reconcile_every_s
+        self.spawn("reconciler", self.digits("reconcile", "--every", str(every)))
         wait_for_port(self.port, api, "the API", deadline_s=60)
         print(f"digits up: serving http://{self.host}:{self.port}/ with {self.workers} "
               "bulk worker process(es); Ctrl-C stops everything", flush=True)
