@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,16 +94,14 @@ def _ensure_redis() -> None:
 _claimed_dbs: set[int] = set()
 
 
-@pytest.fixture
-def redis_db():
-    """An empty Redis database number that this test owns; emptied again afterwards.
-    Numbers 8-15 are scanned so that nothing another program keeps there is touched."""
+@contextlib.contextmanager
+def own_redis_db(numbers: Iterable[int]):
+    """The first empty, unclaimed Redis database among `numbers`, as a URL; emptied again
+    afterwards. Only numbers 8-15 are used, so nothing another program keeps is touched."""
     _ensure_redis()
-    for number in range(8, 16):
-        if number in _claimed_dbs:
-            continue
+    for number in numbers:
         client = redis.Redis(REDIS_HOST, REDIS_PORT, db=number)
-        if client.dbsize() == 0:
+        if number not in _claimed_dbs and client.dbsize() == 0:
             _claimed_dbs.add(number)
             try:
                 yield f"redis://{REDIS_HOST}:{REDIS_PORT}/{number}"
@@ -111,6 +110,13 @@ def redis_db():
                 _claimed_dbs.discard(number)
             return
     pytest.fail("no empty Redis database among 8-15")
+
+
+@pytest.fixture
+def redis_db():
+    """An empty Redis database number that this test owns."""
+    with own_redis_db(range(8, 16)) as url:
+        yield url
 
 
 # --- PostgreSQL ----------------------------------------------------------------------
@@ -233,17 +239,12 @@ def start_stack(tmp: Path, redis_url: str, database_url: str, workers: int = 2) 
 @pytest.fixture(scope="session")
 def live_stack(tmp_path_factory, shipped_model):
     """`digits up` with 2 bulk workers on SQLite and the tests' own Redis database."""
-    _ensure_redis()
     tmp = tmp_path_factory.mktemp("stack")
-    number = next(n for n in range(15, 7, -1)
-                  if redis.Redis(REDIS_HOST, REDIS_PORT, db=n).dbsize() == 0)
-    _claimed_dbs.add(number)
-    stack = start_stack(tmp, f"redis://{REDIS_HOST}:{REDIS_PORT}/{number}",
-                        f"sqlite:///{tmp / 'digits.db'}")
-    try:
-        yield stack
-    finally:
-        stop_process(stack.proc)
-        redis.Redis(REDIS_HOST, REDIS_PORT, db=number).flushdb()
-        _claimed_dbs.discard(number)
-        shutil.rmtree(tmp / "state", ignore_errors=True)
+    # From the top down, so that per-test databases (from the bottom up) rarely collide.
+    with own_redis_db(range(15, 7, -1)) as redis_url:
+        stack = start_stack(tmp, redis_url, f"sqlite:///{tmp / 'digits.db'}")
+        try:
+            yield stack
+        finally:
+            stop_process(stack.proc)
+            shutil.rmtree(tmp / "state", ignore_errors=True)
