@@ -12,7 +12,7 @@ from api import serialize
 from api.errors import ApiError
 from api.uploads import collect
 from shared import db, jobstate
-from shared.imaging import sniff_format
+from shared.formats import sniff_format
 from shared.models import Item, ItemStatus
 from shared.settings import get_settings
 

@@ -15,7 +15,7 @@ from pathlib import PurePosixPath
 from werkzeug.datastructures import FileStorage
 
 from api.errors import ApiError
-from shared.imaging import ALLOWED_FORMATS, sniff_format
+from shared.formats import ALLOWED_FORMATS, sniff_format
 from shared.models import ItemStatus
 
 ZIP_MAGIC = b"PK\x03\x04"

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from shared.imaging import ImageError, Prepared, decode, prepare, sniff_format
+from shared.formats import sniff_format
+from shared.imaging import ImageError, Prepared, decode, prepare
 from shared.mnist import load_split
 from shared.settings import get_settings
 from shared.verdict import Verdict, judge, softmax
@@ -364,7 +365,7 @@ def _median_case(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
 @pytest.mark.parametrize("kind", ["normal", "ties", "eight_bit", "half_zero", "sorted"])
 def test_fast_median_is_exact(kind):
     """prepare's medians select a band first: the result must still be np.median's."""
-    from shared.imaging import _median
+    from shared.inkmap import median as _median
 
     rng = np.random.default_rng(3)
     for n in [1, 2, 7, 4096, 4097, 5000, 16384, 25001]:

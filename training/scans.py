@@ -4,7 +4,7 @@ Each digit is drawn the way real inputs arrive: a pen of some width, a size from
 over 1,000 pixels, somewhere on a page of some colour, lit unevenly, photographed or
 scanned (blur, noise, JPEG), sometimes with a scan border or specks, saved in one of
 the accepted formats and modes (16-bit, palette, transparent canvas, EXIF-rotated).
-The bytes then go through `shared.imaging.prepare`, exactly as in the worker.
+The bytes then go through `shared.imaging.prepare_many`, exactly as in the worker.
 
 The evaluation draws from the MNIST *test* digits; calibration (training/calibrate.py)
 draws from the validation part of the *training* digits with another seed, so nothing
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFilter
 
-from shared.imaging import ImageError, Prepared, prepare
+from shared.imaging import Prepared, prepare_many
 
 EVAL_SEED = 20_240_601
 EVAL_SIZE = 10_000  # one variant per MNIST test digit: about a minute on 2 cores
@@ -283,18 +283,16 @@ def generate_non_digits(n: int, seed: int):
 # --- evaluation -----------------------------------------------------------------------------
 
 
-def prepare_all(blobs) -> tuple[list[Prepared | None], float]:
-    """`prepare` each image as the worker does; None where it refused the image."""
+def prepare_all(blobs, chunk: int = 128) -> tuple[list[Prepared | None], float]:
+    """`prepare_many` on chunks of images, as the worker does; None where it refused the
+    image. Also returns the time spent per image."""
+    blobs = list(blobs)
     out: list[Prepared | None] = []
-    spent = 0.0
-    for data in blobs:
-        start = time.perf_counter()
-        try:
-            out.append(prepare(data))
-        except ImageError:
-            out.append(None)
-        spent += time.perf_counter() - start
-    return out, spent / max(1, len(out))
+    start = time.perf_counter()
+    for i in range(0, len(blobs), chunk):
+        out += [p if isinstance(p, Prepared) else None
+                for p in prepare_many(blobs[i : i + chunk])]
+    return out, (time.perf_counter() - start) / max(1, len(out))
 
 
 def predict(model, prepared: list[Prepared | None], temperature: float) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 from sqlalchemy import bindparam, select, update
 
 from shared import db, jobstate
-from shared.imaging import ImageError, Prepared, prepare
+from shared.imaging import ImageError, Prepared, prepare_many
 from shared.models import Item, ItemStatus
 from shared.settings import get_settings
 from shared.verdict import judge
@@ -44,30 +44,23 @@ def classify(images: list[bytes], predictor: Predictor,
              probabilities: Callable[[np.ndarray], np.ndarray] | None = None) -> list[Outcome]:
     """Decode, normalise and classify; a bad image fails alone with its error.
     `probabilities` defaults to the predictor's own batches (a chunk fills them)."""
-    max_pixels = get_settings().max_image_pixels
-    outcomes: list[Outcome | None] = [None] * len(images)
-    good: list[tuple[int, Prepared]] = []
-    for i, data in enumerate(images):
-        try:
-            good.append((i, prepare(data, max_pixels)))
-        except ImageError as exc:
-            outcomes[i] = Outcome(ItemStatus.FAILED, error=f"{exc.code}: {exc}")
-        except Exception as exc:  # a decoder bug must fail this image, never the chunk
-            log.exception("unexpected error preparing an image")
-            outcomes[i] = Outcome(ItemStatus.FAILED,
-                                  error=f"corrupt: the image could not be processed ({exc!r})")
-    if good:
-        pixels = np.stack([p.pixels for _, p in good]).astype(np.float32)
-        probs = (probabilities or predictor.probabilities)(pixels)
-        for (i, prepared), p in zip(good, probs, strict=True):
-            verdict = judge(prepared, p, predictor.meta)
-            outcomes[i] = Outcome(
-                status=verdict.status, digit=verdict.digit,
-                confidence=round(verdict.confidence, 6),
-                probabilities=[round(float(v), 6) for v in p],
-                needs_review=verdict.needs_review,
-            )
-    return [o for o in outcomes if o is not None]
+    prepared = prepare_many(images, get_settings().max_image_pixels)
+    good = [p for p in prepared if isinstance(p, Prepared)]
+    probs = iter((probabilities or predictor.probabilities)(
+        np.stack([p.pixels for p in good])) if good else [])
+    outcomes = []
+    for p in prepared:
+        if isinstance(p, ImageError):
+            outcomes.append(Outcome(ItemStatus.FAILED, error=f"{p.code}: {p}"))
+            continue
+        probability = next(probs)
+        verdict = judge(p, probability, predictor.meta)
+        outcomes.append(Outcome(
+            status=verdict.status, digit=verdict.digit, confidence=round(verdict.confidence, 6),
+            probabilities=[round(float(v), 6) for v in probability],
+            needs_review=verdict.needs_review,
+        ))
+    return outcomes
 
 
 _write = (

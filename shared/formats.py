@@ -1,0 +1,25 @@
+"""Which image formats the service takes, and a cheap check of them by magic bytes.
+
+Kept apart from `shared.imaging` so that the API can check uploads without
+importing the normalisation code (numpy, SciPy) it never runs.
+"""
+
+from __future__ import annotations
+
+# Formats we open; anything else (EPS above all) is refused before decoding.
+ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP")
+
+_SIGNATURES = {
+    b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"BM": "BMP", b"GIF87a": "GIF",
+    b"GIF89a": "GIF", b"II*\x00": "TIFF", b"MM\x00*": "TIFF",
+}
+
+
+def sniff_format(data: bytes) -> str | None:
+    """The image format named by the magic bytes, or None."""
+    for magic, name in _SIGNATURES.items():
+        if data.startswith(magic):
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return None
