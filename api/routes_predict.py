@@ -40,7 +40,8 @@ def predict():
         raise _unusable(upload.error)
     celery = current_app.extensions["celery"]
     pending = celery.send_task(PREDICT_IMAGE, args=[base64.b64encode(upload.content).decode()],
-                               queue=INTERACTIVE_QUEUE)
+                               queue=INTERACTIVE_QUEUE,
+                               argsrepr=f"[<image, {len(upload.content)} bytes>]")
     try:
         result = pending.get(timeout=settings.predict_timeout_s)
     except CeleryTimeout as exc:

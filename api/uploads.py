@@ -10,12 +10,11 @@ import io
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 from werkzeug.datastructures import FileStorage
 
 from api.errors import ApiError
-from shared.formats import ALLOWED_FORMATS, sniff_format
+from shared.formats import ALLOWED_FORMATS, skipped_in_zip, sniff_format
 from shared.models import ItemStatus
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -43,15 +42,10 @@ def check(filename: str, content: bytes, max_bytes: int) -> Upload:
     return Upload(filename, content)
 
 
-def _skip(name: str) -> bool:
-    parts = PurePosixPath(name).parts
-    return name.endswith("/") or any(p.startswith(".") or p == "__MACOSX" for p in parts)
-
-
 def expand_zip(name: str, content: bytes, max_bytes: int, max_total: int) -> Iterator[Upload]:
     try:
         archive = zipfile.ZipFile(io.BytesIO(content))
-        members = [m for m in archive.infolist() if not _skip(m.filename)]
+        members = [m for m in archive.infolist() if not skipped_in_zip(m.filename)]
     except zipfile.BadZipFile as exc:
         yield Upload(name, b"", ItemStatus.FAILED, f"corrupt: bad zip archive ({exc})")
         return

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from cli.stack import free_port  # noqa: E402
 from shared import artifact  # noqa: E402
-from shared.imaging import prepare  # noqa: E402
+from shared.imaging import prepare_many  # noqa: E402
 from shared.mnist import load_split  # noqa: E402
 from shared.settings import get_settings  # noqa: E402
 
@@ -65,15 +65,12 @@ def write_folder(folder: Path, n: int) -> list[int]:
     return [int(test.labels[i % len(test.labels)]) for i in range(n)]
 
 
-def bench_bare(n: int) -> tuple[dict[int, float], float]:
-    """Images/s of the model alone per batch size, and the per-image cost of `prepare`."""
-    torch.set_num_threads(os.cpu_count() or 1)
-    model, _ = artifact.load(get_settings().model_path)
-    test = load_split(get_settings().data_dir, "test")
-    x = torch.from_numpy(test.images[:n].astype(np.float32) / 255).unsqueeze(1)
-    rates = {}
+def _rates(model, x: torch.Tensor, threads: int) -> dict[int, float]:
+    """Images/s per batch size on `threads` threads, the better of the two memory layouts
+    (channels_last here, as in the worker)."""
+    torch.set_num_threads(threads)
+    n, rates = len(x), {}
     with torch.inference_mode():
-        # Both memory layouts; the ceiling is the faster (channels_last here, as the worker).
         for layout in (torch.contiguous_format, torch.channels_last):
             model.to(memory_format=layout)
             xl = x.contiguous(memory_format=layout)
@@ -84,16 +81,29 @@ def bench_bare(n: int) -> tuple[dict[int, float], float]:
                 for i in range(0, count, bs):
                     model(xl[i : i + bs])
                 rates[bs] = max(rates.get(bs, 0.0), count / (time.perf_counter() - start))
+    return rates
+
+
+def bench_bare(n: int) -> tuple[dict[int, float], dict[int, float], float]:
+    """Images/s of the model alone per batch size on every core (the ceiling) and on one
+    thread (a worker process: how DIGITS_MAX_BATCH_SIZE is chosen), and the per-image cost
+    of `prepare_many` on chunks."""
+    model, _ = artifact.load(get_settings().model_path)
+    test = load_split(get_settings().data_dir, "test")
+    x = torch.from_numpy(test.images[:n].astype(np.float32) / 255).unsqueeze(1)
+    rates = _rates(model, x, os.cpu_count() or 1)
+    one_thread = _rates(model, x[:4000], 1)
     pngs = []
     for img in test.images[:1000]:
         buffer = io.BytesIO()
         Image.fromarray(255 - img).save(buffer, format="PNG")
         pngs.append(buffer.getvalue())
+    chunk = get_settings().chunk_size  # as a worker prepares them
     start = time.perf_counter()
-    for data in pngs:
-        prepare(data)
+    for i in range(0, len(pngs), chunk):
+        prepare_many(pngs[i : i + chunk])
     prepare_s = (time.perf_counter() - start) / len(pngs)
-    return rates, prepare_s
+    return rates, one_thread, prepare_s
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -201,7 +211,7 @@ def main() -> None:
         tmp = Path(tmp_name)
         folder = tmp / "scans"
         labels = write_folder(folder, args.images)
-        rates, prepare_s = bench_bare(args.images)
+        rates, one_thread, prepare_s = bench_bare(args.images)
         best_bs = max(rates, key=rates.get)
         e2e = bench_e2e(folder, labels, tmp)
         naive = bench_naive(folder, tmp, min(args.naive_images, args.images))
@@ -213,7 +223,9 @@ def main() -> None:
     print(f"{'measure':<44}{'images/s':>12}")
     for bs, rate in rates.items():
         print(f"{f'bare model, batch {bs}':<44}{rate:>12,.0f}")
-    print(f"{'prepare() per image (decode + normalise)':<44}{1 / prepare_s:>12,.0f}")
+    for bs, rate in one_thread.items():
+        print(f"{f'  one thread (a worker process), batch {bs}':<44}{rate:>12,.0f}")
+    print(f"{'prepare_many() per chunk (decode + normalise)':<44}{1 / prepare_s:>12,.0f}")
     e2e_label = f"end to end, digits submit, {e2e['images']} images"
     naive_label = f"naive: a task + a commit per image ({naive['images']})"
     print(f"{e2e_label:<44}{e2e_rate:>12,.0f}")
@@ -222,6 +234,7 @@ def main() -> None:
           f"e2e / naive {e2e_rate / naive_rate:.1f}x")
     print(json.dumps({
         "bare_images_per_s": round(bare, 1), "bare_best_batch": best_bs,
+        "one_thread_best_batch": max(one_thread, key=one_thread.get),
         "e2e_images_per_s": round(e2e_rate, 1), "naive_images_per_s": round(naive_rate, 1),
         "e2e_over_bare": round(e2e_rate / bare, 3),
         "e2e_over_naive": round(e2e_rate / naive_rate, 1),

@@ -29,6 +29,8 @@ def send_chunks(celery: Celery, ids: Sequence[int], chunk_size: int) -> int:
     """One message per chunk of item ids on the bulk queue; returns the number sent."""
     sent = 0
     for part in chunks(ids, chunk_size):
-        celery.send_task(CLASSIFY_CHUNK, args=[part], queue=BULK_QUEUE)
+        # A short argsrepr: Celery's own repr of 128 ids costs more than sending them.
+        celery.send_task(CLASSIFY_CHUNK, args=[part], queue=BULK_QUEUE,
+                         argsrepr=f"[{len(part)} items {part[0]}..{part[-1]}]")
         sent += 1
     return sent

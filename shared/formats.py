@@ -1,10 +1,13 @@
-"""Which image formats the service takes, and a cheap check of them by magic bytes.
+"""Which image formats the service takes, a cheap check of them by magic bytes, and
+which members of a zip archive become images.
 
 Kept apart from `shared.imaging` so that the API can check uploads without
 importing the normalisation code (numpy, SciPy) it never runs.
 """
 
 from __future__ import annotations
+
+from pathlib import PurePosixPath
 
 # Formats we open; anything else (EPS above all) is refused before decoding.
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "GIF", "WEBP")
@@ -23,3 +26,10 @@ def sniff_format(data: bytes) -> str | None:
     if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         return "WEBP"
     return None
+
+
+def skipped_in_zip(name: str) -> bool:
+    """Zip members that are not images to classify: folders, hidden files and macOS
+    resource forks. The server and the client that packs uploads agree on this."""
+    parts = PurePosixPath(name).parts
+    return name.endswith("/") or any(p.startswith(".") or p == "__MACOSX" for p in parts)

@@ -150,6 +150,25 @@ def test_result_names_map_back_to_local_paths_in_upload_order(tmp_path):
     assert paths.local_path("unknown.png") == "unknown.png"
 
 
+def test_runs_of_plain_files_travel_packed_in_zips_in_upload_order(tmp_path):
+    from cli.client_cmds import _opened
+
+    touch(tmp_path / "left" / "1.png", b"one")
+    touch(tmp_path / "right" / "1.png", b"two")
+    theirs = make_zip(tmp_path / "theirs.zip", {"3.png": b"three"})
+    hidden = touch(tmp_path / ".4.png", b"four")  # named, so sent; a zip would hide it
+    last = touch(tmp_path / "5.png", b"five")
+    files, _ = collect_files([tmp_path / "left", tmp_path / "right", theirs, hidden, last])
+
+    with _opened(files) as uploads:
+        assert [name for name, _, _ in uploads] == [
+            "upload.zip", "theirs.zip", ".4.png", "upload.zip"]
+        packed = [zipfile.ZipFile(uploads[i][1]) for i in (0, 3)]
+        assert [[(m.filename, z.read(m)) for m in z.infolist()] for z in packed] == [
+            [("1.png", b"one"), ("1.png", b"two")], [("5.png", b"five")]]
+        assert packed[0].infolist()[0].compress_type == zipfile.ZIP_STORED
+
+
 # --- a server that is down ------------------------------------------------------------
 
 
