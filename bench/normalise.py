@@ -1,5 +1,7 @@
-"""Per-image cost of `shared.imaging.prepare` for a few input sizes, against the CNN's own
-per-image cost at batch 32, measured in the same run.
+"""Per-image cost of `shared.imaging.prepare_many` (a worker's chunk of 128 images of one
+size) and of `prepare` (one image alone) for a few input sizes, against the CNN's own
+per-image cost on one thread at the worker's batch size, measured in the same run: one
+core each, as in a worker process.
 
     .venv/bin/python bench/normalise.py [--model models/digits-cnn.safetensors]
     git show HEAD~3:shared/imaging.py > /tmp/imaging_before.py
@@ -7,8 +9,8 @@ per-image cost at batch 32, measured in the same run.
 
 The model needs no trained weights for timing; a fresh DigitCNN is used when none is given.
 `--baseline` times another copy of `shared/imaging.py` on the same inputs in the same run,
-so a change can be judged by the ratio even on a busy machine. Each figure is the best of
-five rounds, which keeps most of the noise of a shared machine out.
+(one image at a time) so a change can be judged by the ratio even on a busy machine. Each
+figure is the best of five rounds, which keeps most of the noise of a shared machine out.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from shared.imaging import prepare
+from shared.imaging import prepare, prepare_many
 from shared.network import DigitCNN
+from shared.settings import get_settings
 
 # (label, page side in pixels, format)
 CASES = [("28x28 PNG (MNIST-like)", 28, "PNG"), ("120x120 PNG scan", 120, "PNG"),
@@ -32,14 +35,14 @@ CASES = [("28x28 PNG (MNIST-like)", 28, "PNG"), ("120x120 PNG scan", 120, "PNG")
          ("2400x2400 PNG scan", 2400, "PNG")]
 
 
-def sample_image(side: int, fmt: str) -> bytes:
+def sample_image(side: int, fmt: str, seed: int = 0) -> bytes:
     """A dark ring (a zero) on cream paper with a little noise."""
     yy, xx = np.mgrid[0:side, 0:side] / side
     r = np.hypot((yy - 0.5) / 0.35, (xx - 0.5) / 0.22)
     ink = np.clip(1 - np.abs(r - 1) / 0.18, 0, 1)
     paper, blue = np.array([245, 240, 225]), np.array([25, 40, 140])
     rgb = (1 - ink[..., None]) * paper + ink[..., None] * blue
-    rgb += np.random.default_rng(0).normal(0, 4, rgb.shape)
+    rgb += np.random.default_rng(seed).normal(0, 4, rgb.shape)
     buf = io.BytesIO()
     Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(buf, fmt)
     return buf.getvalue()
@@ -58,8 +61,11 @@ def per_call(fn, budget: float = 1.0, rounds: int = 5) -> float:
     return best
 
 
-def model_cost(model: torch.nn.Module, batch: int = 32) -> float:
-    x = torch.rand(batch, 1, 28, 28)
+def model_cost(model: torch.nn.Module, batch: int) -> float:
+    """Seconds per image on one thread, channels_last, as in a worker process."""
+    torch.set_num_threads(1)
+    model.to(memory_format=torch.channels_last)
+    x = torch.rand(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         return per_call(lambda: model(x)) / batch
 
@@ -86,19 +92,23 @@ def main() -> None:
     else:
         model = DigitCNN().eval()
     baseline = load_baseline(args.baseline) if args.baseline else None
-    model_s = model_cost(model)
-    print(f"model at batch 32, {torch.get_num_threads()} threads: "
-          f"{model_s * 1e6:.0f} us per image")
+    batch = get_settings().max_batch_size
+    chunk = get_settings().chunk_size
+    model_s = model_cost(model, batch)
+    print(f"model on one thread at batch {batch}: {model_s * 1e6:.0f} us per image")
+    print(f"{'input':<26} {'bytes':>10} {'chunk of ' + str(chunk):>14} {'alone':>10}  "
+          "(us per image; x the model)")
     for label, side, fmt in CASES:
-        data = sample_image(side, fmt)
-        cost = per_call(lambda data=data: prepare(data))
-        line = (f"prepare {label:<26} {len(data):>9,} bytes  {cost * 1e6:>8.0f} us per image  "
-                f"{cost / model_s:6.2f}x the model")
+        count = chunk if side <= 300 else 8  # pages: a few make the point
+        blobs = [sample_image(side, fmt, seed) for seed in range(count)]
+        many = per_call(lambda blobs=blobs: prepare_many(blobs)) / count
+        one = per_call(lambda data=blobs[0]: prepare(data))
+        line = (f"{label:<26} {len(blobs[0]):>10,} {many * 1e6:>8.0f} {many / model_s:4.1f}x "
+                f"{one * 1e6:>8.0f} {one / model_s:4.1f}x")
         if baseline is not None:
-            before = per_call(lambda data=data: baseline(data))
-            line += f"  | baseline {before * 1e6:>8.0f} us, {before / cost:4.2f}x slower"
+            before = per_call(lambda data=blobs[0]: baseline(data))
+            line += f"  | baseline alone {before * 1e6:>8.0f} us"
         print(line)
-
 
 if __name__ == "__main__":
     main()

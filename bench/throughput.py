@@ -120,6 +120,7 @@ def bench_e2e(folder: Path, labels: list[int], tmp: Path) -> dict:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DIGITS_REDIS_URL",
                                                           "DIGITS_DATABASE_URL")}
+    tmp.mkdir(parents=True, exist_ok=True)
     env.update(DIGITS_STATE_DIR=str(tmp / "e2e-state"), PYTHONUNBUFFERED="1")
     log = (tmp / "e2e-stack.log").open("wb")
     stack = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--workers", "2",
@@ -129,7 +130,6 @@ def bench_e2e(folder: Path, labels: list[int], tmp: Path) -> dict:
     try:
         wait_for(lambda: requests.get(url + "/readyz", timeout=2).ok, 120, "the stack")
         out = tmp / "results.csv"
-        started_at = time.time()  # wall clock, to compare with the job's finished_at
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "cli.main", "submit", str(folder), "--server", url,
                         "--out", str(out)], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
@@ -142,8 +142,10 @@ def bench_e2e(folder: Path, labels: list[int], tmp: Path) -> dict:
     correct = sum(int(r.split(",")[1] or -1) == labels[int(Path(r.split(",")[0]).stem[:5])]
                   for r in rows)
     return {"images": len(rows), "accuracy": correct / len(labels), "client_wall_s": wall,
-            # from starting `digits submit` to the last result stored in the database
-            "first_upload_to_last_result_s": _ts(job["finished_at"]) - started_at}
+            # From the job's creation (the server has the first upload) to the last result
+            # stored, both stamped by the server: the client's start-up and its walk of the
+            # folder come before the first upload, its CSV after the last result.
+            "first_upload_to_last_result_s": _ts(job["finished_at"]) - _ts(job["created_at"])}
 
 
 def _ts(value: str) -> float:
@@ -204,6 +206,9 @@ def bench_naive(folder: Path, tmp: Path, limit: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10_000)
+    parser.add_argument("--trials", type=int, default=2,
+                        help="end-to-end runs; the best counts (the bare model is measured "
+                        "before and after them)")
     parser.add_argument("--naive-images", type=int, default=2_000,
                         help="the naive design is slow: its rate is measured on fewer images")
     args = parser.parse_args()
@@ -211,9 +216,16 @@ def main() -> None:
         tmp = Path(tmp_name)
         folder = tmp / "scans"
         labels = write_folder(folder, args.images)
+        # This machine's speed drifts by tens of percent from minute to minute: the model
+        # is measured before and after the end-to-end runs and each figure is the best of
+        # its trials, so a slow minute lowers no figure alone.
         rates, one_thread, prepare_s = bench_bare(args.images)
+        e2e = max((bench_e2e(folder, labels, tmp / f"e2e-{i}") for i in range(args.trials)),
+                  key=lambda run: run["images"] / run["first_upload_to_last_result_s"])
+        again, one_again, _ = bench_bare(args.images)
+        rates = {bs: max(rate, again[bs]) for bs, rate in rates.items()}
+        one_thread = {bs: max(rate, one_again[bs]) for bs, rate in one_thread.items()}
         best_bs = max(rates, key=rates.get)
-        e2e = bench_e2e(folder, labels, tmp)
         naive = bench_naive(folder, tmp, min(args.naive_images, args.images))
 
     bare = rates[best_bs]

@@ -1,8 +1,8 @@
 """The worker's Celery app: the shared configuration plus the task bodies.
 
 `celery -A worker.celery_app worker` or `digits worker` runs it. Each forked child
-drops the database pool it may have inherited and starts loading the model in a
-background thread, so the first chunk does not wait for it.
+drops the database pool it may have inherited and starts loading (and running once)
+the model in a background thread, so the first chunk does not wait for it.
 """
 
 from __future__ import annotations
@@ -28,10 +28,15 @@ def _after_fork(**_kwargs) -> None:
 
 
 def _warm_up() -> None:
+    import numpy as np
+
     from worker.inference import get_predictor
 
     try:
-        get_predictor()
+        predictor = get_predictor()
+        # One full batch: the kernels for that shape are chosen and built now, not on the
+        # first chunk.
+        predictor.probabilities(np.zeros((predictor.max_batch_size, 28, 28), np.float32))
     except Exception:  # the first task will raise the same error where it is reported
         logging.getLogger(__name__).exception("could not load the model")
 
