@@ -102,9 +102,11 @@ def ink_signal(planes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     dist = np.abs(diffs[0])
     for d in diffs[1:]:
         dist += np.abs(d)
-    far = dist >= np.float32(0.6) * dist.max(axis=(1, 2), keepdims=True)  # the inkiest: few
-    count = np.maximum(np.count_nonzero(far, axis=(1, 2)), 1)
-    direction = np.stack([np.where(far, d, 0).sum(axis=(1, 2), dtype=np.float64) / count
+    # The inkiest pixels are few: average over them by index, not by masks over every page.
+    far = np.flatnonzero(dist >= np.float32(0.6) * dist.max(axis=(1, 2), keepdims=True))
+    page = far // (h * w)
+    count = np.maximum(np.bincount(page, minlength=n), 1)
+    direction = np.stack([np.bincount(page, weights=d.ravel()[far], minlength=n) / count
                           for d in diffs])  # (channels, n)
     norm2 = (direction**2).sum(axis=0)
     flat = norm2 < 1e-8  # no colour stands out: a blank page
