@@ -20,6 +20,8 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
+from shared.inkmap import filter3x3
+
 CC_SIDE = 64  # connected components are found on a mask at most this large
 DIGIT_SIDE = 40  # pen width is measured and corrected with the digit fitted in 40x40
 # Pen width of MNIST digits as `_pen_widths` measures it at DIGIT_SIDE (median over the
@@ -118,16 +120,6 @@ def _pool_any(mask: np.ndarray, factor: int) -> np.ndarray:
     return pooled
 
 
-def _grow(mask: np.ndarray) -> np.ndarray:
-    """3x3 dilation of each page of a boolean stack."""
-    grown = mask.copy()
-    grown[:, 1:] |= mask[:, :-1]
-    grown[:, :-1] |= mask[:, 1:]
-    grown[:, :, 1:] |= grown[:, :, :-1].copy()
-    grown[:, :, :-1] |= grown[:, :, 1:].copy()
-    return grown
-
-
 def _upsample(cells: np.ndarray, factor: int, h: int, w: int) -> np.ndarray:
     """Each cell back to its factor x factor pixels, cut to (h, w)."""
     if factor == 1:
@@ -171,7 +163,7 @@ def find_digits(ink: np.ndarray, has_ink: np.ndarray) -> list[Found | float | No
     if not chosen:
         return out
     # The kept pieces, grown by one cell so the soft edges of kept strokes are not cut off.
-    grown = _grow(keep[labels])
+    grown = filter3x3(keep[labels], np.maximum)
     kept_ink = ink * _upsample(grown, factor, h, w)
     found, top, bottom, left, right = _bounds(kept_ink > 0.1)
     cells = np.count_nonzero(small, axis=(1, 2)).tolist()
@@ -265,18 +257,6 @@ def _pen_widths(digits: np.ndarray) -> np.ndarray:
     return np.where(area > 0, 2.0 / np.maximum(1.0 - kept, 0.05), 0.0)
 
 
-def _rank3(x: np.ndarray, op) -> np.ndarray:
-    """3x3 max or min filter (np.maximum / np.minimum) of each page; at the canvas edge,
-    the neighbours it has (as Pillow's edge replication gives)."""
-    rows = x.copy()
-    op(rows[:, 1:], x[:, :-1], out=rows[:, 1:])
-    op(rows[:, :-1], x[:, 1:], out=rows[:, :-1])
-    out = rows.copy()
-    op(out[:, :, 1:], rows[:, :, :-1], out=out[:, :, 1:])
-    op(out[:, :, :-1], rows[:, :, 1:], out=out[:, :, :-1])
-    return out
-
-
 def _even_pens(digits: np.ndarray, valid: np.ndarray, widths: np.ndarray) -> np.ndarray:
     """Indices of the digits whose pen was brought nearer MNIST's: hairlines dilated,
     marker strokes thinned, in place (up to three 3x3 steps each). Digits within MNIST's
@@ -287,7 +267,7 @@ def _even_pens(digits: np.ndarray, valid: np.ndarray, widths: np.ndarray) -> np.
         for step in range(1, 4):
             todo = thin[steps >= step]
             if todo.size:
-                digits[todo] = _rank3(digits[todo], np.maximum) * valid[todo]
+                digits[todo] = filter3x3(digits[todo], np.maximum) * valid[todo]
     thick = np.flatnonzero(widths > 2.2 * MNIST_PEN_WIDTH)
     if thick.size:
         steps = np.clip(np.round((widths[thick] - MNIST_PEN_WIDTH) / 2), 1, 3)
@@ -297,7 +277,8 @@ def _even_pens(digits: np.ndarray, valid: np.ndarray, widths: np.ndarray) -> np.
             if not todo.size:
                 break
             # Paper outside a digit's own area must not eat its edges: fill it with ink.
-            thinner = _rank3(np.where(valid[todo], digits[todo], 1.0), np.minimum) * valid[todo]
+            thinner = filter3x3(np.where(valid[todo], digits[todo], 1.0), np.minimum)
+            thinner *= valid[todo]
             # Stop before eroding breaks the strokes apart.
             holds = (np.count_nonzero(thinner > 0.5, axis=(1, 2))
                      >= 0.35 * np.count_nonzero(digits[todo] > 0.5, axis=(1, 2)))

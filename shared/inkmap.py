@@ -84,6 +84,19 @@ def masked_medians(rows: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return np.where(count > 0, middle, 0.0)
 
 
+def filter3x3(x: np.ndarray, op) -> np.ndarray:
+    """3x3 max or min filter (`op` np.maximum / np.minimum; on booleans, dilation or
+    erosion) of each page of an (n, h, w) stack. A cell on the edge takes the neighbours
+    it has, as Pillow's edge replication gives."""
+    rows = x.copy()
+    op(rows[:, 1:], x[:, :-1], out=rows[:, 1:])
+    op(rows[:, :-1], x[:, 1:], out=rows[:, :-1])
+    out = rows.copy()
+    op(out[:, :, 1:], rows[:, :, :-1], out=out[:, :, 1:])
+    op(out[:, :, :-1], rows[:, :, 1:], out=out[:, :, :-1])
+    return out
+
+
 def _per_page(values: np.ndarray) -> np.ndarray:
     """(n,) per-page numbers as float32, shaped to broadcast over (n, h, w)."""
     return np.asarray(values, dtype=np.float32)[:, None, None]
@@ -130,13 +143,7 @@ def _background(signal: np.ndarray) -> np.ndarray | None:
     blocks = blocks.transpose(0, 1, 3, 2, 4).reshape(n, grid, grid, -1)
     k = blocks.shape[3] * 3 // 10
     level = np.sort(blocks, axis=3)[..., k]  # a sort: partition is slow on tied values
-    # 3x3 min filter, edge cells taking the min of the neighbours they have (edge clamp).
-    rows = level.copy()
-    np.minimum(rows[:, 1:], level[:, :-1], out=rows[:, 1:])
-    np.minimum(rows[:, :-1], level[:, 1:], out=rows[:, :-1])
-    level = rows.copy()
-    np.minimum(level[:, :, 1:], rows[:, :, :-1], out=level[:, :, 1:])
-    np.minimum(level[:, :, :-1], rows[:, :, 1:], out=level[:, :, :-1])
+    level = filter3x3(level, np.minimum)
     uneven = np.flatnonzero(level.max(axis=(1, 2)) - level.min(axis=(1, 2)) >= 0.08)
     if uneven.size == 0:
         return None
