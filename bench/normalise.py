@@ -110,5 +110,6 @@ def main() -> None:
             line += f"  | baseline alone {before * 1e6:>8.0f} us"
         print(line)
 
+
 if __name__ == "__main__":
     main()

@@ -84,15 +84,18 @@ def _rates(model, x: torch.Tensor, threads: int) -> dict[int, float]:
     return rates
 
 
-def bench_bare(n: int) -> tuple[dict[int, float], dict[int, float], float]:
+def bench_bare(n: int) -> tuple[dict[int, float], dict[int, float]]:
     """Images/s of the model alone per batch size on every core (the ceiling) and on one
-    thread (a worker process: how DIGITS_MAX_BATCH_SIZE is chosen), and the per-image cost
-    of `prepare_many` on chunks."""
+    thread (a worker process: how DIGITS_MAX_BATCH_SIZE is chosen)."""
     model, _ = artifact.load(get_settings().model_path)
     test = load_split(get_settings().data_dir, "test")
     x = torch.from_numpy(test.images[:n].astype(np.float32) / 255).unsqueeze(1)
-    rates = _rates(model, x, os.cpu_count() or 1)
-    one_thread = _rates(model, x[:4000], 1)
+    return _rates(model, x, os.cpu_count() or 1), _rates(model, x[:4000], 1)
+
+
+def bench_prepare() -> float:
+    """Seconds per image of `prepare_many` on chunks of MNIST digits saved as PNG."""
+    test = load_split(get_settings().data_dir, "test")
     pngs = []
     for img in test.images[:1000]:
         buffer = io.BytesIO()
@@ -102,8 +105,7 @@ def bench_bare(n: int) -> tuple[dict[int, float], dict[int, float], float]:
     start = time.perf_counter()
     for i in range(0, len(pngs), chunk):
         prepare_many(pngs[i : i + chunk])
-    prepare_s = (time.perf_counter() - start) / len(pngs)
-    return rates, one_thread, prepare_s
+    return (time.perf_counter() - start) / len(pngs)
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -219,10 +221,11 @@ def main() -> None:
         # This machine's speed drifts by tens of percent from minute to minute: the model
         # is measured before and after the end-to-end runs and each figure is the best of
         # its trials, so a slow minute lowers no figure alone.
-        rates, one_thread, prepare_s = bench_bare(args.images)
+        rates, one_thread = bench_bare(args.images)
+        prepare_s = bench_prepare()
         e2e = max((bench_e2e(folder, labels, tmp / f"e2e-{i}") for i in range(args.trials)),
                   key=lambda run: run["images"] / run["first_upload_to_last_result_s"])
-        again, one_again, _ = bench_bare(args.images)
+        again, one_again = bench_bare(args.images)
         rates = {bs: max(rate, again[bs]) for bs, rate in rates.items()}
         one_thread = {bs: max(rate, one_again[bs]) for bs, rate in one_thread.items()}
         best_bs = max(rates, key=rates.get)

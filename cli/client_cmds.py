@@ -256,7 +256,7 @@ def _opened(chunk: list[LocalFile]):
             try:
                 fh = stack.enter_context(file.path.open("rb"))
             except OSError as exc:
-                raise UserError(f"{file.path}: cannot read ({exc.strerror})") from None
+                raise _unreadable(file, exc) from None
             kind = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
             uploads.append((file.name, fh, kind))
         if pack:
@@ -273,10 +273,14 @@ def _packed(files: list[LocalFile]) -> tuple[str, io.BytesIO, str]:
             try:
                 data = file.path.read_bytes()
             except OSError as exc:
-                raise UserError(f"{file.path}: cannot read ({exc.strerror})") from None
+                raise _unreadable(file, exc) from None
             archive.writestr(file.name, data)
     buffer.seek(0)
     return ("upload.zip", buffer, "application/zip")
+
+
+def _unreadable(file: LocalFile, exc: OSError) -> UserError:
+    return UserError(f"{file.path}: cannot read ({exc.strerror})")
 
 
 def wait(client, job: dict) -> dict:

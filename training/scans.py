@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from shared.imaging import Prepared, prepare_many
+from shared.settings import get_settings
 
 EVAL_SEED = 20_240_601
 EVAL_SIZE = 10_000  # one variant per MNIST test digit: about a minute on 2 cores
@@ -283,10 +284,10 @@ def generate_non_digits(n: int, seed: int):
 # --- evaluation -----------------------------------------------------------------------------
 
 
-def prepare_all(blobs, chunk: int = 128) -> tuple[list[Prepared | None], float]:
+def prepare_all(blobs) -> tuple[list[Prepared | None], float]:
     """`prepare_many` on chunks of images, as the worker does; None where it refused the
     image. Also returns the time spent per image."""
-    blobs = list(blobs)
+    blobs, chunk = list(blobs), get_settings().chunk_size
     out: list[Prepared | None] = []
     start = time.perf_counter()
     for i in range(0, len(blobs), chunk):
