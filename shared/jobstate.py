@@ -19,6 +19,14 @@ from shared.models import Item, ItemStatus, Job, JobStatus
 COUNT_KEYS = ("total", "pending", "done", "failed", "no_digit", "needs_review", "cancelled")
 
 
+def counts_query(job_ids: list[str]):
+    """Grouped by job and status; the index on (job_id, status, needs_review) covers it."""
+    return (select(Item.job_id, Item.status, func.count(),
+                   func.sum(case((Item.needs_review, 1), else_=0)))
+            .where(Item.job_id.in_(job_ids))
+            .group_by(Item.job_id, Item.status))
+
+
 def counts(session: Session, job_ids: Iterable[str]) -> dict[str, dict[str, int]]:
     """Per job: total, pending, done (classified or no_digit), failed, no_digit,
     needs_review and cancelled items, in one grouped query."""
@@ -26,13 +34,7 @@ def counts(session: Session, job_ids: Iterable[str]) -> dict[str, dict[str, int]
     result = {job_id: dict.fromkeys(COUNT_KEYS, 0) for job_id in job_ids}
     if not job_ids:
         return result
-    rows = session.execute(
-        select(Item.job_id, Item.status, func.count(),
-               func.sum(case((Item.needs_review, 1), else_=0)))
-        .where(Item.job_id.in_(job_ids))
-        .group_by(Item.job_id, Item.status)
-    )
-    for job_id, status, n, review in rows:
+    for job_id, status, n, review in session.execute(counts_query(job_ids)):
         c = result[job_id]
         c["total"] += n
         c["needs_review"] += int(review or 0)

@@ -97,6 +97,7 @@ class Item(Base):
 
     __table_args__ = (
         Index("ix_items_job_id_id", "job_id", "id"),
-        Index("ix_items_job_status", "job_id", "status"),
+        # Covers a job's counts (status, needs_review) without reading the rows' images.
+        Index("ix_items_job_status_review", "job_id", "status", "needs_review"),
         Index("ix_items_status_queued", "status", "queued_at"),
     )
