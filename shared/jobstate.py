@@ -56,6 +56,8 @@ def mark_started(session: Session, job_ids: Iterable[str]) -> None:
         update(Job)
         .where(Job.id.in_(list(job_ids)), Job.status == JobStatus.QUEUED)
         .values(status=JobStatus.RUNNING, started_at=datetime.now(UTC))
+        # Runs after every chunk: no session objects to update, skip looking for them.
+        .execution_options(synchronize_session=False)
     )
 
 

@@ -96,3 +96,29 @@ def test_predict_without_a_worker_is_a_504_and_not_ready(use_database, sqlite_ur
     assert ready.status_code == 503
     assert ready.json["checks"]["database"] == "ok" and ready.json["checks"]["redis"] == "ok"
     assert ready.json["checks"]["workers"].startswith("error")
+
+
+def _zip(members: dict[str, bytes], compression: int) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def test_zip_members_read_alike_stored_or_deflated_and_a_damaged_one_fails_alone():
+    from api.uploads import expand_zip
+    from tests.conftest import mnist_png_bytes
+
+    members = {name: data for name, data, _ in mnist_png_bytes(0, 3)}
+    for compression in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        archive = _zip(members, compression)
+        uploads = list(expand_zip("a.zip", archive, 1 << 20, 1 << 30))
+        assert {u.filename: u.content for u in uploads} == members
+        assert {u.status for u in uploads} == {"pending"}
+    # Stored members are sliced out of the upload: their CRC is still checked.
+    damaged = bytearray(_zip(members, zipfile.ZIP_STORED))
+    damaged[damaged.index(members[next(iter(members))][20:40]) + 5] ^= 0xFF
+    uploads = list(expand_zip("a.zip", bytes(damaged), 1 << 20, 1 << 30))
+    assert [u.status for u in uploads] == ["failed", "pending", "pending"]
+    assert uploads[0].error.startswith("corrupt: ") and "CRC" in uploads[0].error

@@ -46,19 +46,20 @@ def classify(images: list[bytes], predictor: Predictor,
     `probabilities` defaults to the predictor's own batches (a chunk fills them)."""
     prepared = prepare_many(images, get_settings().max_image_pixels)
     good = [p for p in prepared if isinstance(p, Prepared)]
-    probs = iter((probabilities or predictor.probabilities)(
-        np.stack([p.pixels for p in good])) if good else [])
+    probs = ((probabilities or predictor.probabilities)(np.stack([p.pixels for p in good]))
+             if good else np.zeros((0, 10), np.float32))
+    # Stored to six places, rounded all at once; in float64, so each prints as its decimal.
+    stored = iter(np.round(probs.astype(np.float64), 6).tolist())
+    probs = iter(probs)
     outcomes = []
     for p in prepared:
         if isinstance(p, ImageError):
             outcomes.append(Outcome(ItemStatus.FAILED, error=f"{p.code}: {p}"))
             continue
-        probability = next(probs)
-        verdict = judge(p, probability, predictor.meta)
+        verdict = judge(p, next(probs), predictor.meta)
         outcomes.append(Outcome(
             status=verdict.status, digit=verdict.digit, confidence=round(verdict.confidence, 6),
-            probabilities=[round(float(v), 6) for v in probability],
-            needs_review=verdict.needs_review,
+            probabilities=next(stored), needs_review=verdict.needs_review,
         ))
     return outcomes
 
