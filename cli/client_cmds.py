@@ -267,14 +267,16 @@ def _opened(chunk: list[LocalFile]):
 def _packed(files: list[LocalFile]) -> tuple[str, io.BytesIO, str]:
     """Files stored (not compressed: scans are compressed already) in one zip, in order."""
     buffer = io.BytesIO()
+    stamp = time.localtime()[:6]  # one timestamp for the members: zipfile asks per member
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # two folders may hold the same name
         for file in files:
             try:
-                data = file.path.read_bytes()
+                with file.path.open("rb", buffering=0) as fh:  # read whole: no buffer needed
+                    data = fh.read()
             except OSError as exc:
                 raise _unreadable(file, exc) from None
-            archive.writestr(file.name, data)
+            archive.writestr(zipfile.ZipInfo(file.name, stamp), data)
     buffer.seek(0)
     return ("upload.zip", buffer, "application/zip")
 

@@ -62,6 +62,10 @@ def cmd_api(args) -> int:
             "--threads", str(args.threads), "--worker-class", "gthread",
             "--timeout", "120", "--graceful-timeout", "20",
             "--access-logfile", "-", "--error-logfile", "-", "--log-level", "warning"]
+    if os.path.isdir("/dev/shm"):
+        # gunicorn's heartbeat touches a temporary file on every loop; gunicorn's docs
+        # advise a memory file system for it (the default directory may be on a disk).
+        argv += ["--worker-tmp-dir", "/dev/shm"]
     os.execv(sys.executable, argv)  # gunicorn takes over this process and its signals
     return 0
 
