@@ -118,14 +118,14 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def bench_e2e(folder: Path, labels: list[int], tmp: Path) -> dict:
+def bench_e2e(folder: Path, labels: list[int], tmp: Path, workers: int = 2) -> dict:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DIGITS_REDIS_URL",
                                                           "DIGITS_DATABASE_URL")}
     tmp.mkdir(parents=True, exist_ok=True)
     env.update(DIGITS_STATE_DIR=str(tmp / "e2e-state"), PYTHONUNBUFFERED="1")
     log = (tmp / "e2e-stack.log").open("wb")
-    stack = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--workers", "2",
+    stack = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--workers", str(workers),
                               "--port", str(port)], cwd=ROOT, env=env, stdout=log,
                              stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
