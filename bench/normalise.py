@@ -1,7 +1,7 @@
-"""Per-image cost of `shared.imaging.prepare_many` (a worker's chunk of 128 images of one
-size) and of `prepare` (one image alone) for a few input sizes, against the CNN's own
-per-image cost on one thread at the worker's batch size, measured in the same run: one
-core each, as in a worker process.
+"""Per-image cost of `shared.imaging.prepare_many` (a worker's chunk, DIGITS_CHUNK_SIZE
+images of one size) and of `prepare` (one image alone) for a few input sizes, against
+the CNN's own per-image cost on one thread at the worker's batch size, measured in the
+same run: one core each, as in a worker process.
 
     .venv/bin/python bench/normalise.py [--model models/digits-cnn.safetensors]
     git show HEAD~3:shared/imaging.py > /tmp/imaging_before.py

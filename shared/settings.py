@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     )
 
     # --- batching (chosen by measurement: bench/) ----------------------------
-    chunk_size: int = Field(default=128, ge=1, description="Images per queue message.")
+    chunk_size: int = Field(default=256, ge=1, description="Images per queue message.")
     max_batch_size: int = Field(default=128, ge=1, description="Images per model forward pass.")
     max_batch_wait_ms: float = Field(
         default=1.0, ge=0,
