@@ -17,23 +17,17 @@ from tests.conftest import ROOT
 # of PNG scans and prints the page faults per image of eight chunks, after three that
 # let the heap grow to its working size.
 SCRIPT = """
-import io, resource, sys
+import resource, sys
 from celery.signals import worker_init
 import worker.celery_app
-from PIL import Image
-from shared.mnist import load_split
 from shared.settings import get_settings
+from tests.conftest import mnist_png_bytes
 from worker.inference import Predictor
 from worker.processing import classify
 
 if sys.argv[1] == "worker":
     worker_init.send(sender=None)
-images = load_split(get_settings().data_dir, "test").images[:11 * 128]
-pngs = []
-for image in images:
-    buffer = io.BytesIO()
-    Image.fromarray(255 - image).save(buffer, format="PNG")
-    pngs.append(buffer.getvalue())
+pngs = [data for _, data, _ in mnist_png_bytes(0, 11 * 128)]
 predictor = Predictor(get_settings().model_path, "cpu", 128, 1)
 for start in range(0, 3 * 128, 128):
     classify(pngs[start : start + 128], predictor)

@@ -48,18 +48,19 @@ def classify(images: list[bytes], predictor: Predictor,
     good = [p for p in prepared if isinstance(p, Prepared)]
     probs = ((probabilities or predictor.probabilities)(np.stack([p.pixels for p in good]))
              if good else np.zeros((0, 10), np.float32))
-    # Stored to six places, rounded all at once; in float64, so each prints as its decimal.
-    stored = iter(np.round(probs.astype(np.float64), 6).tolist())
-    probs = iter(probs)
+    # Each row with its copy for storage: six places, rounded all at once, in float64 so
+    # that each prints as its decimal.
+    rows = zip(probs, np.round(probs.astype(np.float64), 6).tolist(), strict=True)
     outcomes = []
     for p in prepared:
         if isinstance(p, ImageError):
             outcomes.append(Outcome(ItemStatus.FAILED, error=f"{p.code}: {p}"))
             continue
-        verdict = judge(p, next(probs), predictor.meta)
+        probability, stored = next(rows)
+        verdict = judge(p, probability, predictor.meta)
         outcomes.append(Outcome(
             status=verdict.status, digit=verdict.digit, confidence=round(verdict.confidence, 6),
-            probabilities=next(stored), needs_review=verdict.needs_review,
+            probabilities=stored, needs_review=verdict.needs_review,
         ))
     return outcomes
 
