@@ -92,6 +92,12 @@ class Item(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # What people see beside a result (shared.thumbnails), written with it by the worker for
+    # every image that decoded: the source at most 96 px in a format browsers draw, and the
+    # 28x28 PNG the model was given. NULL while pending, for failures, and for results
+    # written before they were kept. Deferred, like `content`: listings never read them.
+    thumbnail: Mapped[bytes | None] = deferred(mapped_column(LargeBinary, nullable=True))
+    model_input: Mapped[bytes | None] = deferred(mapped_column(LargeBinary, nullable=True))
 
     job: Mapped[Job] = relationship(back_populates="items", lazy="raise")
 
