@@ -1,7 +1,8 @@
 """What a worker does with a chunk of item ids, as plain functions the tasks wrap.
 
 Load the still-pending items, decode and normalise them (shared code), run the
-model in batches, and write every result keyed by item id in one transaction,
+model in batches, and write every result keyed by item id in one transaction, with a
+thumbnail of each image that decoded and the 28x28 input the model was given,
 guarded by `status = 'pending'`: an image processed twice (a redelivered chunk,
 a reconciler re-queue) keeps its first result, and cancelled items are skipped.
 """
@@ -11,13 +12,13 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
 from sqlalchemy import bindparam, select, update
 
-from shared import db, jobstate
+from shared import db, jobstate, thumbnails
 from shared.imaging import ImageError, Prepared, prepare_many
 from shared.models import Item, ItemStatus
 from shared.settings import get_settings
@@ -35,24 +36,40 @@ class Outcome:
     probabilities: list[float] | None = None
     needs_review: bool = False
     error: str | None = None
+    # PNG (or small browser-ready) bytes, kept with a stored result; never in as_dict.
+    thumbnail: bytes | None = field(default=None, repr=False)
+    model_input: bytes | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k not in ("thumbnail", "model_input")}
+
+
+def _thumbnail(data: bytes) -> bytes | None:
+    try:
+        return thumbnails.thumbnail(data)
+    except Exception:  # a preview never fails the result it goes with
+        log.warning("no thumbnail for an image that was classified", exc_info=True)
+        return None
 
 
 def classify(images: list[bytes], predictor: Predictor,
-             probabilities: Callable[[np.ndarray], np.ndarray] | None = None) -> list[Outcome]:
+             probabilities: Callable[[np.ndarray], np.ndarray] | None = None,
+             previews: bool = False) -> list[Outcome]:
     """Decode, normalise and classify; a bad image fails alone with its error.
-    `probabilities` defaults to the predictor's own batches (a chunk fills them)."""
+    `probabilities` defaults to the predictor's own batches (a chunk fills them). With
+    `previews`, every image that decoded also gets its thumbnail and the PNG of its
+    model input (shared.thumbnails)."""
     prepared = prepare_many(images, get_settings().max_image_pixels)
     good = [p for p in prepared if isinstance(p, Prepared)]
-    probs = ((probabilities or predictor.probabilities)(np.stack([p.pixels for p in good]))
+    pixels = np.stack([p.pixels for p in good]) if good else None
+    probs = ((probabilities or predictor.probabilities)(pixels)
              if good else np.zeros((0, 10), np.float32))
     # Each row with its copy for storage: six places, rounded all at once, in float64 so
     # that each prints as its decimal.
     rows = zip(probs, np.round(probs.astype(np.float64), 6).tolist(), strict=True)
+    inputs = iter(thumbnails.model_input_pngs(pixels) if previews and good else [])
     outcomes = []
-    for p in prepared:
+    for data, p in zip(images, prepared, strict=True):
         if isinstance(p, ImageError):
             outcomes.append(Outcome(ItemStatus.FAILED, error=f"{p.code}: {p}"))
             continue
@@ -61,6 +78,8 @@ def classify(images: list[bytes], predictor: Predictor,
         outcomes.append(Outcome(
             status=verdict.status, digit=verdict.digit, confidence=round(verdict.confidence, 6),
             probabilities=stored, needs_review=verdict.needs_review,
+            thumbnail=_thumbnail(data) if previews else None,
+            model_input=next(inputs, None),
         ))
     return outcomes
 
@@ -72,6 +91,7 @@ _write = (
     .values(status=bindparam("new_status"), digit=bindparam("digit"),
             confidence=bindparam("confidence"), probabilities=bindparam("probabilities"),
             needs_review=bindparam("needs_review"), error=bindparam("error"),
+            thumbnail=bindparam("thumbnail"), model_input=bindparam("model_input"),
             finished_at=bindparam("finished_at"))
 )
 
@@ -86,12 +106,12 @@ def classify_items(item_ids: list[int], predictor: Predictor | None = None) -> i
     if not rows:
         return 0
     predictor = predictor or get_predictor()
-    outcomes = classify([r.content for r in rows], predictor)
+    outcomes = classify([r.content for r in rows], predictor, previews=True)
     now = datetime.now(UTC)
     params = [
         {"item_id": r.id, "new_status": o.status, "digit": o.digit, "confidence": o.confidence,
          "probabilities": o.probabilities, "needs_review": o.needs_review, "error": o.error,
-         "finished_at": now}
+         "thumbnail": o.thumbnail, "model_input": o.model_input, "finished_at": now}
         for r, o in zip(rows, outcomes, strict=True)
     ]
     job_ids = sorted({r.job_id for r in rows})
