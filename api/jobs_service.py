@@ -165,6 +165,20 @@ def iter_results(job_id: str, statuses: list[str] | None,
         after = page[-1].id
 
 
+def item_file(session: Session, owner: str, job_id: str, item_id: int,
+              column) -> tuple[str, bytes | None]:
+    """An item of the caller's job: its status and one stored file (`Item.content`,
+    `Item.thumbnail` or `Item.model_input`), read alone: no other blob, nothing decoded.
+    The file is None where none was stored (pending, failed, or finished before
+    thumbnails were kept)."""
+    get_job(session, owner, job_id)
+    row = session.execute(select(Item.status, column)
+                          .where(Item.id == item_id, Item.job_id == job_id)).first()
+    if row is None:
+        raise ApiError(404, "item_not_found", f"no item {item_id} in job {job_id}")
+    return row[0], row[1]
+
+
 def list_jobs(session: Session, owner: str, cursor: str | None, limit: int) -> list[Job]:
     """Newest first, keyset-paginated on (created_at, id)."""
     query = select(Job).where(Job.owner == owner)

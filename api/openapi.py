@@ -123,6 +123,11 @@ UPLOAD = {"content": {"multipart/form-data": {"schema": {
         "open": {"type": "boolean", "description": "Keep the job open for more images."},
     }}}}}
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+ITEM_ID = {"name": "item_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+BINARY = {"type": "string", "format": "binary"}
+NO_FILE = _resp("Unknown job or item (item_not_found), or none stored for it "
+                "(image_not_available: pending, failed, cancelled, or classified before "
+                "these were kept)", "Error")
 OWNER = {"name": "X-Digits-Owner", "in": "header", "required": False,
          "schema": {"type": "string"}, "description": "Owner of the jobs (default anonymous)."}
 
@@ -179,11 +184,28 @@ PATHS = {
     "/api/v1/jobs/{job_id}/items/{item_id}/image": {
         "get": _op("The uploaded image of one item",
                    {"200": {"description": "The image bytes",
-                            "content": {"image/*": {"schema": {"type": "string",
-                                                                "format": "binary"}}}},
+                            "content": {"image/*": {"schema": BINARY}}},
                     **ERRORS},
-                   parameters=[JOB_ID, {"name": "item_id", "in": "path", "required": True,
-                                        "schema": {"type": "integer"}}]),
+                   parameters=[JOB_ID, ITEM_ID]),
+    },
+    "/api/v1/jobs/{job_id}/items/{item_id}/thumbnail": {
+        "get": _op("What the item's image looks like, at most 96 px on its longest side",
+                   {"200": {"description": "Stored with the result of an image that decoded "
+                                           "(done or no_digit): the upload itself when it is "
+                                           "a PNG, JPEG, GIF or WebP that small, else a PNG "
+                                           "(TIFF, BMP, 16-bit and larger images)",
+                            "content": {f"image/{kind}": {"schema": BINARY}
+                                        for kind in ("png", "jpeg", "gif", "webp")}},
+                    "404": NO_FILE},
+                   parameters=[JOB_ID, ITEM_ID]),
+    },
+    "/api/v1/jobs/{job_id}/items/{item_id}/model-input": {
+        "get": _op("The 28x28 image the model was given for this item",
+                   {"200": {"description": "An 8-bit greyscale PNG, ink bright on black, "
+                                           "stored with the result of an image that decoded",
+                            "content": {"image/png": {"schema": BINARY}}},
+                    "404": NO_FILE},
+                   parameters=[JOB_ID, ITEM_ID]),
     },
     "/api/v1/predict": {
         "post": {

@@ -151,16 +151,40 @@ def _csv(job_id: str, statuses, review) -> Response:
         "Content-Disposition": f'attachment; filename="{job_id}-results.csv"'})
 
 
-@bp.get("/jobs/<job_id>/items/<int:item_id>/image")
-def item_image(job_id: str, item_id: int):
+# Why an item has no thumbnail or model input, by its status.
+_NO_FILE = {
+    ItemStatus.PENDING: "is not finished yet: its {what} comes with its result",
+    ItemStatus.FAILED: "failed: an image that cannot be read has no {what}",
+    ItemStatus.CANCELLED: "was cancelled before it was classified",
+}
+
+
+def _item_file(job_id: str, item_id: int, column, what: str) -> Response:
+    """One stored file of an item, served as it is: its type comes from its magic bytes."""
     with db.session() as s:
-        svc.get_job(s, owner(), job_id)
-        item = s.get(Item, item_id)
-        if item is None or item.job_id != job_id:
-            raise ApiError(404, "item_not_found", f"no item {item_id} in job {job_id}")
-        content = item.content
+        status, content = svc.item_file(s, owner(), job_id, item_id, column)
+    if content is None:
+        why = _NO_FILE.get(status, "has no {what}: it was classified before they were kept")
+        raise ApiError(404, "image_not_available", f"item {item_id} " + why.format(what=what))
     fmt = sniff_format(content)
     mimetype = f"image/{fmt.lower()}" if fmt else "application/octet-stream"
     return Response(content, mimetype=mimetype,
                     headers={"Cache-Control": "private, max-age=3600",
                              "X-Content-Type-Options": "nosniff"})
+
+
+@bp.get("/jobs/<job_id>/items/<int:item_id>/image")
+def item_image(job_id: str, item_id: int):
+    return _item_file(job_id, item_id, Item.content, "image")
+
+
+@bp.get("/jobs/<job_id>/items/<int:item_id>/thumbnail")
+def item_thumbnail(job_id: str, item_id: int):
+    """The source image at most 96 px, in a format browsers draw (PNG when re-encoded)."""
+    return _item_file(job_id, item_id, Item.thumbnail, "thumbnail")
+
+
+@bp.get("/jobs/<job_id>/items/<int:item_id>/model-input")
+def item_model_input(job_id: str, item_id: int):
+    """The 28x28 greyscale PNG the model was given."""
+    return _item_file(job_id, item_id, Item.model_input, "model input")

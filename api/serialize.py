@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from shared.models import Item, Job
+from shared.models import Item, ItemStatus, Job
 
 PREFIX = "/api/v1"
 
@@ -43,6 +43,11 @@ def job(j: Job, counts: dict[str, int]) -> dict:
 
 
 def item(i: Item) -> dict:
+    base = f"{PREFIX}/jobs/{i.job_id}/items/{i.id}"
+    links = {"image": f"{base}/image"}
+    if i.status in (ItemStatus.DONE, ItemStatus.NO_DIGIT):
+        # Stored with the result (a 404 for results written before they were kept).
+        links.update(thumbnail=f"{base}/thumbnail", model_input=f"{base}/model-input")
     return {
         "id": i.id,
         "filename": i.filename,
@@ -52,7 +57,7 @@ def item(i: Item) -> dict:
         "probabilities": i.probabilities,
         "needs_review": bool(i.needs_review),
         "error": i.error,
-        "links": {"image": f"{PREFIX}/jobs/{i.job_id}/items/{i.id}/image"},
+        "links": links,
     }
 
 

@@ -70,6 +70,23 @@ def mnist_png_bytes(start: int, count: int) -> list[tuple[str, bytes, int]]:
     return out
 
 
+def tiff_scan(digit_png: bytes, width: int, height: int, sixteen_bit: bool = False) -> bytes:
+    """A digit's PNG (dark on white) pasted onto a larger page, as a TIFF: a format
+    browsers cannot draw, 8-bit or 16-bit."""
+    import numpy as np
+    from PIL import Image
+
+    side = min(width, height)
+    page = Image.new("L", (width, height), 255)
+    page.paste(Image.open(io.BytesIO(digit_png)).resize((side, side)),
+               ((width - side) // 2, (height - side) // 2))
+    if sixteen_bit:
+        page = Image.fromarray(np.asarray(page).astype(np.uint16) * 257)
+    buffer = io.BytesIO()
+    page.save(buffer, format="TIFF")
+    return buffer.getvalue()
+
+
 @pytest.fixture(scope="session")
 def shipped_model() -> Path:
     assert MODEL.is_file(), f"the shipped model {MODEL} is missing"

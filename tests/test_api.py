@@ -122,3 +122,26 @@ def test_zip_members_read_alike_stored_or_deflated_and_a_damaged_one_fails_alone
     uploads = list(expand_zip("a.zip", bytes(damaged), 1 << 20, 1 << 30))
     assert [u.status for u in uploads] == ["failed", "pending", "pending"]
     assert uploads[0].error.startswith("corrupt: ") and "CRC" in uploads[0].error
+
+
+def test_an_unfinished_item_has_its_image_but_no_thumbnail_yet(client):
+    # No worker here: the item stays pending.
+    from tests.conftest import mnist_png_bytes
+
+    name, data, _ = mnist_png_bytes(0, 1)[0]
+    job = client.post("/api/v1/jobs", data={"files": (io.BytesIO(data), name)},
+                      content_type="multipart/form-data").json
+    item = client.get(f"/api/v1/jobs/{job['id']}/results").json["data"][0]
+    assert item["status"] == "pending" and set(item["links"]) == {"image"}
+    base = f"/api/v1/jobs/{job['id']}/items/{item['id']}"
+    image = client.get(f"{base}/image")
+    assert image.status_code == 200 and image.mimetype == "image/png" and image.data == data
+    for path in ("thumbnail", "model-input"):
+        response = client.get(f"{base}/{path}")
+        assert response.status_code == 404 and response.is_json
+        assert response.json["error"]["code"] == "image_not_available"
+        assert "not finished" in response.json["error"]["message"]
+    other = client.get(f"{base}/thumbnail", headers={"X-Digits-Owner": "someone-else"})
+    assert other.status_code == 404 and other.json["error"]["code"] == "job_not_found"
+    missing = client.get(f"/api/v1/jobs/{job['id']}/items/{item['id'] + 1}/thumbnail")
+    assert missing.status_code == 404 and missing.json["error"]["code"] == "item_not_found"

@@ -57,3 +57,22 @@ def test_predict_and_health_match_the_document(live_stack, validate):
     validate(refused.json(), "/api/v1/predict", "post", 422)
     validate(live_stack.get("/healthz").json(), "/healthz", "get", 200)
     validate(live_stack.get("/readyz").json(), "/readyz", "get", 200)
+
+
+def test_item_images_match_the_document(live_stack, validate):
+    document = live_stack.get("/api/v1/openapi.json").json()
+    name, data, _ = mnist_png_bytes(4010, 1)[0]
+    files = [("files", (name, data, "image/png")), ("files", ("bad.png", b"\x89PNG\r\n\x1a\n",
+                                                              "image/png"))]
+    job_id = live_stack.post("/api/v1/jobs", files=files).json()["id"]
+    live_stack.wait_job(job_id)
+    items = live_stack.get(f"/api/v1/jobs/{job_id}/results").json()["data"]
+    done, failed = sorted(items, key=lambda i: i["status"] == "failed")
+    for link, path in (("thumbnail", "thumbnail"), ("model_input", "model-input")):
+        template = "/api/v1/jobs/{job_id}/items/{item_id}/" + path
+        response = live_stack.get(done["links"][link])
+        assert response.status_code == 200
+        documented = document["paths"][template]["get"]["responses"]["200"]["content"]
+        assert response.headers["Content-Type"] in documented
+        missing = live_stack.get(f"/api/v1/jobs/{job_id}/items/{failed['id']}/{path}")
+        validate(missing.json(), template, "get", missing.status_code)

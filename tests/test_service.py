@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from tests.conftest import mnist_png_bytes, wait_for
+from tests.conftest import mnist_png_bytes, tiff_scan, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -203,3 +203,63 @@ def _blank_png() -> bytes:
     buffer = io.BytesIO()
     Image.new("L", (64, 64), 240).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def _png_of(response):
+    """The response's PNG, opened and decoded."""
+    from PIL import Image
+
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"] == "image/png"
+    img = Image.open(io.BytesIO(response.content), formats=["PNG"])
+    img.load()
+    return img
+
+
+def test_results_keep_a_thumbnail_and_the_model_input(live_stack):
+    (png_name, png, _), (_, other, _) = mnist_png_bytes(4100, 2)
+    uploads = [
+        ("files", (png_name, png, "image/png")),
+        ("files", ("scan.tif", tiff_scan(other, 200, 120), "image/tiff")),
+        ("files", ("scan16.tif", tiff_scan(other, 150, 300, sixteen_bit=True), "image/tiff")),
+        ("files", ("blank.png", _blank_png(), "image/png")),
+        ("files", ("broken.png", png[: len(png) // 2], "image/png")),
+    ]
+    job = live_stack.post("/api/v1/jobs", files=uploads).json()
+    live_stack.wait_job(job["id"])
+    items = {i["filename"]: i for i in all_results(live_stack, job["id"])}
+    assert [items[n]["status"] for n in (png_name, "scan.tif", "scan16.tif", "blank.png",
+                                         "broken.png")] == ["done"] * 3 + ["no_digit", "failed"]
+
+    # A small PNG is its own thumbnail; TIFFs, which browsers cannot draw, become PNGs
+    # of at most 96 px, their aspect kept; 16-bit ones stretched to 8 bits.
+    thumb = live_stack.get(items[png_name]["links"]["thumbnail"])
+    assert thumb.content == png and _png_of(thumb).size == (28, 28)
+    assert _png_of(live_stack.get(items["scan.tif"]["links"]["thumbnail"])).size == (96, 58)
+    deep = _png_of(live_stack.get(items["scan16.tif"]["links"]["thumbnail"]))
+    assert deep.size == (48, 96) and deep.mode == "L"
+    assert deep.getextrema() == (0, 255)
+    assert _png_of(live_stack.get(items["blank.png"]["links"]["thumbnail"])).size == (64, 64)
+    for name in (png_name, "scan.tif", "scan16.tif", "blank.png"):
+        seen = _png_of(live_stack.get(items[name]["links"]["model_input"]))
+        assert (seen.mode, seen.size) == ("L", (28, 28)), name
+        black = seen.getextrema() == (0, 0)
+        assert black == (name == "blank.png"), name  # a blank page gives a black input
+
+    # A failed image has neither; its upload is still served as it was.
+    broken = items["broken.png"]
+    assert set(broken["links"]) == {"image"}
+    base = f"/api/v1/jobs/{job['id']}/items/{broken['id']}"
+    for path in ("thumbnail", "model-input"):
+        missing = live_stack.get(f"{base}/{path}")
+        assert missing.status_code == 404
+        assert missing.json()["error"]["code"] == "image_not_available"
+        assert "failed" in missing.json()["error"]["message"]
+    assert live_stack.get(f"{base}/image").content == png[: len(png) // 2]
+    # The job's owner only; unknown items are a 404 too.
+    other_owner = live_stack.get(items[png_name]["links"]["thumbnail"],
+                                 headers={"X-Digits-Owner": "someone-else"})
+    assert other_owner.status_code == 404
+    assert other_owner.json()["error"]["code"] == "job_not_found"
+    unknown = live_stack.get(f"/api/v1/jobs/{job['id']}/items/999999999/model-input")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "item_not_found"
