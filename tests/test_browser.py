@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import mnist_png_bytes
+from tests.conftest import mnist_png_bytes, tiff_scan
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -159,6 +159,11 @@ def test_upload_a_folder_and_watch_the_job(page, shots, tmp_path, live_stack):
     page.wait_for_function(
         "() => [...document.querySelectorAll('#results img.thumb')]"
         ".every(img => img.complete && img.naturalWidth === 28)")
+    # And beside it the 28x28 image the model was given.
+    expect(page.locator("#results img.model-input")).to_have_count(12)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#results img.model-input')]"
+        ".every(img => img.complete && img.naturalWidth === 28)")
     names = page.locator("#results td.filename").all_inner_texts()
     assert sorted(n.rsplit("/", 1)[-1] for n in names) == sorted(n for n, _, _ in digits)
     assert any(n.startswith("scans/batch2/") for n in names), names
@@ -195,6 +200,27 @@ def test_upload_a_folder_and_watch_the_job(page, shots, tmp_path, live_stack):
     expect(row).to_contain_text("succeeded")
     expect(row).to_contain_text("12 / 12")
     page.screenshot(path=shots / "jobs.png")
+
+
+def test_tiff_scans_show_their_stored_thumbnail_and_model_input(page, live_stack):
+    """Browsers cannot draw TIFF: the table shows the PNG thumbnail the worker stored."""
+    (_, one, _), (_, two, _) = mnist_png_bytes(600, 2)
+    files = [("files", ("page.tif", tiff_scan(one, 200, 120), "image/tiff")),
+             ("files", ("deep.tif", tiff_scan(two, 150, 300, sixteen_bit=True), "image/tiff"))]
+    job_id = live_stack.post("/api/v1/jobs", files=files).json()["id"]
+    page.goto(f"/jobs/{job_id}")
+    expect(page.locator("#job-status")).to_have_text("succeeded", timeout=SLOW)
+    expect(page.locator("#results img.thumb")).to_have_count(2)
+    sizes = page.wait_for_function("""() => {
+        const imgs = [...document.querySelectorAll('#results img.thumb, #results img.model-input')];
+        const done = imgs.length === 4 && imgs.every(img => img.complete && img.naturalWidth > 0);
+        return done && imgs.map(img => [img.className, img.naturalWidth, img.naturalHeight,
+                                         img.getAttribute('src')]);
+    }""").json_value()
+    by_kind = sorted((kind, width, height, src.rsplit("/", 1)[1])
+                     for kind, width, height, src in sizes)
+    assert by_kind == [("model-input", 28, 28, "model-input")] * 2 + [
+        ("thumb", 48, 96, "thumbnail"), ("thumb", 96, 58, "thumbnail")], by_kind
 
 
 def test_a_big_selection_goes_up_in_several_requests(page, tmp_path, live_stack):

@@ -1,6 +1,7 @@
-// The job page: live status and progress, the results table with thumbnails, filtering
-// by flag, CSV download and cancel. The job is fetched every second until it is final;
-// the results are fetched again whenever the finished count moves.
+// The job page: live status and progress, the results table with each image's thumbnail
+// and the 28x28 input the model saw, filtering by flag, CSV download and cancel. The job
+// is fetched every second until it is final; the results are fetched again whenever the
+// finished count moves.
 
 import { FINAL, badge, getJSON, percent, poll, postForm, showError, when } from "./api.js";
 
@@ -84,19 +85,49 @@ function flagsOf(item) {
   return flags;
 }
 
+function picture(src, alt, className) {
+  const img = document.createElement("img");
+  img.className = className;
+  img.src = src;
+  img.alt = alt;
+  img.loading = "lazy";
+  img.width = 56;
+  img.height = 56;
+  return img;
+}
+
+// The thumbnail stored with a result draws whatever the upload's format was (TIFF, BMP,
+// 16-bit); unfinished images, and results from before thumbnails were kept, show the
+// upload itself.
+function thumbnail(item) {
+  const { image, thumbnail: stored } = item.links;
+  const img = picture(stored || image, `Image ${item.filename}`, "thumb");
+  if (stored) img.addEventListener("error", () => { img.src = image; }, { once: true });
+  return img;
+}
+
+// Beside the thumbnail, the 28x28 image the model was given (none for unfinished and
+// failed images, nor for results from before it was kept).
+function pictures(item) {
+  const pair = document.createElement("div");
+  pair.className = "pictures";
+  pair.append(thumbnail(item));
+  if (item.links.model_input) {
+    const seen = picture(item.links.model_input, `What the model saw of ${item.filename}`,
+      "model-input");
+    seen.title = "What the model saw (28x28)";
+    seen.addEventListener("error", () => seen.remove(), { once: true });
+    pair.append(seen);
+  }
+  return pair;
+}
+
 function row(item) {
   const tr = document.createElement("tr");
   tr.dataset.item = item.id;
   tr.dataset.status = item.status;
-  const img = document.createElement("img");
-  img.className = "thumb";
-  img.src = item.links.image;
-  img.alt = `Image ${item.filename}`;
-  img.loading = "lazy";
-  img.width = 56;
-  img.height = 56;
   const cells = [
-    [img],
+    [pictures(item)],
     [item.filename],
     [item.digit == null ? "–" : String(item.digit)],
     [item.confidence == null ? "–" : percent(item.confidence)],
