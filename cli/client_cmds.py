@@ -36,7 +36,8 @@ FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 # Inside a folder, only files with these suffixes are sent; a file named on the
 # command line is always sent, and the server says why if it is not an image.
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-CSV_COLUMNS = ("path", "digit", "confidence", "status", "error")
+# New columns go last: scripts that read the CSV by position keep working.
+CSV_COLUMNS = ("path", "digit", "confidence", "status", "error", "needs_review")
 
 
 def register(sub) -> None:
@@ -47,7 +48,7 @@ def register(sub) -> None:
                    help="image files, folders (searched recursively) and .zip archives")
     p.add_argument("--server", default=_default_server(), help=server_help)
     p.add_argument("--out", type=Path, default=Path("results.csv"),
-                   help="CSV to write: path, digit, confidence, status, error")
+                   help="CSV to write: path, digit, confidence, status, error, needs_review")
     p.add_argument("--no-wait", action="store_true",
                    help="print the job id once everything is uploaded, and exit")
     p.set_defaults(func=cmd_submit)
@@ -311,6 +312,7 @@ def result_rows(client, job_id: str, paths: PathMap) -> list[dict]:
             "confidence": "" if confidence is None else f"{confidence:.4f}",
             "status": item["status"],
             "error": item.get("error") or "",
+            "needs_review": "true" if item.get("needs_review") else "false",  # as the API's CSV
         })
     return rows
 
