@@ -10,6 +10,9 @@ PIP     := $(PY) -m pip install --quiet --disable-pip-version-check -c constrain
 # MNIST: the shared copy beside the project when there is one, else ./data/mnist.
 DIGITS_DATA_DIR ?= $(if $(wildcard ../shared/data/mnist/t10k-labels-idx1-ubyte.gz),$(abspath ../shared/data/mnist),$(CURDIR)/data/mnist)
 export DIGITS_DATA_DIR
+# Real digits from other writers (training, calibration, evaluation), likewise.
+DIGITS_REAL_DATA_DIR ?= $(if $(wildcard ../shared/data/real/optdigits.zip),$(abspath ../shared/data/real),$(CURDIR)/data/real)
+export DIGITS_REAL_DATA_DIR
 
 .PHONY: install run test test-fast lint format bench report train evaluate clean system-deps
 

@@ -27,6 +27,7 @@ DIGIT_SIDE = 40  # pen width is measured and corrected with the digit fitted in 
 # Pen width of MNIST digits as `_pen_widths` measures it at DIGIT_SIDE (median over the
 # training digits); pens far thinner or thicker are brought towards it.
 MNIST_PEN_WIDTH = 4.0
+RIVAL_SHARE = 0.4  # a piece this big beside the digit is another digit, not a stray mark
 _PLANAR = np.zeros((3, 3, 3), bool)  # 8-connectivity within each page, none across pages
 _PLANAR[1] = True
 
@@ -39,6 +40,7 @@ class Found:
     ink_fraction: float  # share of the page's pixels that are ink
     clutter: float  # share of the ink dropped as specks or stray shapes
     pieces: int  # connected pieces kept as the digit
+    several: bool = False  # another piece as big as a digit stands beside it: a number?
 
 
 @dataclass
@@ -62,14 +64,22 @@ def _is_border_line(p: _Piece, h: int, w: int, band: int) -> bool:
     return along and p.inside < 0.3 * p.area
 
 
-def _select(pieces: list[_Piece], h: int, w: int, band: int) -> tuple[list[_Piece], int]:
-    """The digit: the biggest piece plus the sizeable pieces near it. Returns it and the
-    area of what was dropped as clutter (specks, stray marks), border lines excluded."""
+def _beside(p: _Piece, main: _Piece) -> bool:
+    """A piece of ink as big as a digit, wholly to the left or right of the main one: the
+    image likely holds several digits (broken strokes of one digit overlap in columns)."""
+    return p.area >= RIVAL_SHARE * main.area and (p.right < main.left or p.left > main.right)
+
+
+def _select(pieces: list[_Piece], h: int, w: int, band: int
+            ) -> tuple[list[_Piece], int, bool]:
+    """The digit: the biggest piece plus the sizeable pieces near it. Returns it, the
+    area of what was dropped as clutter (specks, stray marks), border lines excluded, and
+    whether another digit-sized piece stands beside it."""
     if len(pieces) == 1 and not _is_border_line(pieces[0], h, w, band):
-        return pieces, 0  # the usual case: one stroke, nothing else
+        return pieces, 0, False  # the usual case: one stroke, nothing else
     candidates = [p for p in pieces if not _is_border_line(p, h, w, band)]
     if not candidates:
-        return [], 0
+        return [], 0, False
     main = max(candidates, key=lambda p: p.area)
     top, left, bottom, right = main.top, main.left, main.bottom, main.right
     kept = [main]
@@ -83,7 +93,7 @@ def _select(pieces: list[_Piece], h: int, w: int, band: int) -> tuple[list[_Piec
             top, left = min(top, p.top), min(left, p.left)
             bottom, right = max(bottom, p.bottom), max(right, p.right)
     dropped = sum(p.area for p in candidates) - sum(p.area for p in kept)
-    return kept, dropped
+    return kept, dropped, any(_beside(p, main) for p in candidates if p is not main)
 
 
 def _pieces_by_page(small: np.ndarray, band: int) -> tuple[np.ndarray, list[list[_Piece]]]:
@@ -150,14 +160,14 @@ def find_digits(ink: np.ndarray, has_ink: np.ndarray) -> list[Found | float | No
     labels, pages = _pieces_by_page(small, band)
     keep = np.zeros(int(labels.max()) + 1, bool)
     out: list[Found | float | None] = [None] * n
-    chosen: dict[int, tuple[int, int]] = {}  # page -> (dropped area, pieces kept)
+    chosen: dict[int, tuple[int, int, bool]] = {}  # page -> (dropped area, pieces, several)
     for i, pieces in enumerate(pages):
         if not has_ink[i]:
             continue
-        kept, dropped = _select(pieces, small.shape[1], small.shape[2], band)
+        kept, dropped, several = _select(pieces, small.shape[1], small.shape[2], band)
         if kept:
             keep[[p.label for p in kept]] = True
-            chosen[i] = dropped, len(kept)
+            chosen[i] = dropped, len(kept), several
         else:
             out[i] = ink_fraction[i]
     if not chosen:
@@ -167,12 +177,12 @@ def find_digits(ink: np.ndarray, has_ink: np.ndarray) -> list[Found | float | No
     kept_ink = ink * _upsample(grown, factor, h, w)
     found, top, bottom, left, right = _bounds(kept_ink > 0.1)
     cells = np.count_nonzero(small, axis=(1, 2)).tolist()
-    for i, (dropped, count) in chosen.items():
+    for i, (dropped, count, several) in chosen.items():
         if not found[i]:
             out[i] = ink_fraction[i]
             continue
         out[i] = Found(kept_ink[i, top[i] : bottom[i], left[i] : right[i]], ink_fraction[i],
-                       dropped / max(1, cells[i]), count)
+                       dropped / max(1, cells[i]), count, several)
     return out
 
 

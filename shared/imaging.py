@@ -60,6 +60,7 @@ class Prepared:
     clutter: float = 0.0  # share of the ink dropped as specks or stray shapes away from the digit
     pieces: int = 0  # connected pieces of ink kept as the digit
     pen: float = 0.0  # pen width relative to MNIST's typical width (1.0); blobs score high
+    several: bool = False  # other digit-sized ink beside the digit: perhaps a number
 
 
 BLANK = np.zeros((28, 28), np.float32)
@@ -279,7 +280,8 @@ def prepare_many(blobs: Iterable[bytes],
             continue
         pixels, pen = done
         results[i] = Prepared(pixels, found.ink_fraction, True, contrast=contrast,
-                              clutter=found.clutter, pieces=found.pieces, pen=pen)
+                              clutter=found.clutter, pieces=found.pieces, pen=pen,
+                              several=found.several)
     return results
 
 

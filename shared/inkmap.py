@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-MIN_CONTRAST = 0.12  # ink must differ from paper by this much (0..1 scale) to count
-MIN_SNR = 6.0  # ... and stand this many noise deviations above the background
+MIN_CONTRAST = 0.06  # ink must differ from paper by this much (0..1 scale) to count
+MIN_SNR = 3.5  # ... and stand this many noise deviations above the background
 _SORT_LIMIT = 4096  # rows longer than this take the per-row median with a cheaper bracket
 
 
@@ -70,7 +70,9 @@ def medians(rows: np.ndarray) -> np.ndarray:
 
 def masked_medians(rows: np.ndarray, keep: np.ndarray) -> np.ndarray:
     """The median of the kept values of each row, as float64 (0 where none is kept)."""
-    m = rows.shape[1]
+    n, m = rows.shape
+    if m == 0:
+        return np.zeros(n)
     if m > _SORT_LIMIT:
         return np.array([median(r[k]) for r, k in zip(rows, keep, strict=True)])
     ordered = np.sort(np.where(keep, rows, np.inf), axis=1)  # the kept values come first
@@ -102,16 +104,28 @@ def _per_page(values: np.ndarray) -> np.ndarray:
     return np.asarray(values, dtype=np.float32)[:, None, None]
 
 
+def _rim(stack: np.ndarray) -> np.ndarray:
+    """(n, h, w) -> (n, m): a sample of the pixels in a band along each page's edges. Paper
+    is the most common colour there even when a digit cropped tight to its box touches
+    every edge, or covers most of the page (where the page's own median is ink)."""
+    n, h, w = stack.shape
+    band = max(1, round(0.1 * min(h, w)))
+    step_y, step_x = max(1, h // 64), max(1, w // 64)
+    rows = np.concatenate([stack[:, :band:step_y], stack[:, h - band :: step_y]], axis=1)
+    middle = stack[:, band : h - band : step_y]
+    cols = np.concatenate([middle[:, :, :band:step_x], middle[:, :, w - band :: step_x]], axis=2)
+    return np.concatenate([rows[:, :, ::step_x].reshape(n, -1), cols.reshape(n, -1)], axis=1)
+
+
 def ink_signal(planes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Inkness (paper ~0, ink ~1), (n, h, w), and each page's ink-paper contrast in colour
     units, (n,).
 
-    Paper is the median colour (paper is most of a page); ink is the colour of the pixels
+    Paper is the median colour along the page's edges (`_rim`); ink is the colour of the pixels
     that differ most from it. Projecting every pixel on that direction works for any
     polarity and any pair of colours."""
+    diffs = [c - _per_page(medians(_rim(c))) for c in planes]
     n, h, w = planes[0].shape
-    step_y, step_x = max(1, h // 64), max(1, w // 64)
-    diffs = [c - _per_page(medians(c[:, ::step_y, ::step_x].reshape(n, -1))) for c in planes]
     dist = np.abs(diffs[0])
     for d in diffs[1:]:
         dist += np.abs(d)
@@ -162,13 +176,8 @@ def ink_map(planes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarra
     background = _background(signal)
     if background is not None:
         signal -= background
-    # The paper level left over (a constant background cancels out here too).
-    step_y, step_x = max(1, h // 96), max(1, w // 96)
-    signal -= _per_page(medians(signal[:, ::step_y, ::step_x].reshape(n, -1)))
-    # Noise from differences of neighbours: blind to lighting, robust to the few ink edges.
-    half = w // 2
-    steps = signal[:, ::2, 1::2][:, :, :half] - signal[:, ::2, 0::2][:, :, :half]
-    noise = 1.4826 * medians(np.abs(steps).reshape(n, -1)) / np.sqrt(2) + 1e-3
+    # The paper level left over, read along the edges (a constant background cancels out).
+    signal -= _per_page(medians(_rim(signal)))
     # 2x2 averaging so that a single hot pixel cannot pass for ink.
     if min(h, w) > 1:
         smooth = signal[:, :-1, :-1] + signal[:, 1:, :-1]
@@ -177,6 +186,13 @@ def ink_map(planes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarra
         peak = smooth.max(axis=(1, 2)).astype(np.float64) / 4
     else:
         peak = signal.max(axis=(1, 2)).astype(np.float64)
+    # Noise from differences of neighbours on the paper: blind to lighting, and to the ink
+    # edges, which are most of the pairs on a digit cropped tight to its ink.
+    half = w // 2
+    left, right = signal[:, ::2, 0::2][:, :, :half], signal[:, ::2, 1::2][:, :, :half]
+    paper = np.maximum(left, right) < _per_page(0.25 * peak)
+    steps = np.abs(right - left).reshape(n, -1)
+    noise = 1.4826 * masked_medians(steps, paper.reshape(n, -1)) / np.sqrt(2) + 1e-3
     faint = (peak * contrast < MIN_CONTRAST) | (peak < MIN_SNR * noise)
     strong = (signal > _per_page(0.5 * peak)).reshape(n, -1)
     level = masked_medians(signal.reshape(n, -1), strong)

@@ -34,6 +34,11 @@ class Settings(BaseSettings):
         description="The model artifact's weights; its metadata JSON sits beside it.",
     )
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N.")
+    real_data_dir: Path = Field(
+        default=PROJECT_ROOT / "data" / "real",
+        description="Labelled real digits from other writers (zips with labels.csv), used "
+                    "by training and calibration beside MNIST; skipped when absent.",
+    )
 
     # --- local state, database, queue ----------------------------------------
     state_dir: Path = Field(

@@ -57,4 +57,7 @@ def judge(prepared: Prepared, probabilities: np.ndarray, meta: dict) -> Verdict:
     confidence = float(probabilities[digit])
     if looks_like_no_digit(prepared, meta) or confidence < no_digit:
         return Verdict("no_digit", None, confidence, needs_review=False)
-    return Verdict("done", digit, confidence, needs_review=confidence < review)
+    # An image that holds several digits still gets one answer here (digit mode), for a
+    # person to check.
+    return Verdict("done", digit, confidence,
+                   needs_review=confidence < review or prepared.several)
