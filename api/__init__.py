@@ -6,6 +6,7 @@ import logging
 
 from flask import Flask
 
+from shared import logs
 from shared.artifact_meta import model_version
 from shared.celery_app import make_celery
 from shared.settings import get_settings
@@ -24,12 +25,22 @@ def create_app(test_config: dict | None = None) -> Flask:
     if test_config:
         app.config.update(test_config)
     app.extensions["celery"] = make_celery(settings)
-    logging.basicConfig(level=logging.INFO)
+    logs.configure(settings.log_format, logging.INFO)
 
-    from api import errors, openapi, pages, routes_health, routes_jobs, routes_predict
+    from api import (
+        errors,
+        observability,
+        openapi,
+        pages,
+        routes_health,
+        routes_jobs,
+        routes_ops,
+        routes_predict,
+    )
 
     errors.register(app)
-    for module in (routes_jobs, routes_predict, routes_health, openapi, pages):
+    observability.register(app)
+    for module in (routes_jobs, routes_predict, routes_health, routes_ops, openapi, pages):
         app.register_blueprint(module.bp)
     app.json.sort_keys = False
     app.json.compact = True

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import ApiError
 from api.uploads import Upload
-from shared import db, dispatch, jobstate
+from shared import db, dispatch, jobstate, logs, metrics
 from shared.models import Item, ItemStatus, Job, JobStatus, new_job_id
 from shared.settings import get_settings
 
@@ -51,7 +51,12 @@ def _insert_items(session: Session, job: Job, uploads: list[Upload]) -> list[int
         insert(table).returning(table.c.id, table.c.status), rows).all()
     session.execute(update(Job).where(Job.id == job.id)
                     .values(total=Job.total + len(rows)))
-    return sorted(i for i, status in ids if status == ItemStatus.PENDING)
+    queued = sorted(i for i, status in ids if status == ItemStatus.PENDING)
+    metrics.IMAGES_RECEIVED.labels("queued").inc(len(queued))
+    if len(rows) > len(queued):
+        metrics.IMAGES_RECEIVED.labels("rejected").inc(len(rows) - len(queued))
+    metrics.IMAGE_BYTES_RECEIVED.inc(sum(len(u.content) for u in uploads))
+    return queued
 
 
 def _queue(celery: Celery, ids: list[int]) -> None:
@@ -81,6 +86,7 @@ def create_job(celery: Celery, owner: str, uploads: list[Upload], open_: bool,
         with db.session() as s:
             job = Job(id=new_job_id(), owner=owner, open=open_, idempotency_key=idempotency_key,
                       model_version=model_version, total=0)
+            logs.JOB_ID.set(job.id)  # the log lines from here on, and the tasks sent, name it
             s.add(job)
             s.flush()
             ids = _insert_items(s, job, uploads)

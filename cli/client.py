@@ -65,6 +65,10 @@ class Client:
     def get_job(self, job_id: str) -> dict:
         return self._request("GET", f"/api/v1/jobs/{job_id}", retry=True)
 
+    def status(self, minutes: int = 10) -> dict:
+        """The service's overview: workers, queues, pending images, images per second."""
+        return self._request("GET", "/api/v1/status", params={"minutes": minutes}, retry=True)
+
     def iter_results(self, job_id: str, page_size: int = 500, status: str | None = None,
                      needs_review: bool | None = None) -> Iterator[dict]:
         """Every result item of a job, following the cursor from page to page."""

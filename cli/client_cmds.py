@@ -53,10 +53,13 @@ def register(sub) -> None:
                    help="print the job id once everything is uploaded, and exit")
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("status", help="a job's status and counts")
-    p.add_argument("job", help="job id (job_...)")
+    p = sub.add_parser("status", help="a job's status and counts; without a job id, the "
+                                      "service's: workers, queues, pending images, images/s")
+    p.add_argument("job", nargs="?", help="job id (job_...); leave out for the overview")
     p.add_argument("--server", default=_default_server(), help=server_help)
-    p.add_argument("--json", action="store_true", help="print the job object as JSON")
+    p.add_argument("--json", action="store_true", help="print the job or overview as JSON")
+    p.add_argument("--minutes", type=int, default=10,
+                   help="overview: the images/s history to show (1-60 minutes)")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("results", help="a job's results as CSV or JSON")
@@ -345,6 +348,10 @@ def summary(job: dict, elapsed_s: float) -> str:
 def cmd_status(args) -> int:
     from cli.client import Client
 
+    if not args.job:
+        status = Client(args.server).status(args.minutes)
+        print(json.dumps(status, indent=2) if args.json else overview_text(status, args.server))
+        return 0
     job = Client(args.server).get_job(args.job)
     if args.json:
         print(json.dumps(job, indent=2))
@@ -359,6 +366,58 @@ def cmd_status(args) -> int:
         if job.get(key):
             print(f"  {key.replace('_', ' ')}: {job[key]}")
     return 0
+
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float]) -> str:
+    """One character a value, scaled to the largest; nothing at all is the lowest bar."""
+    peak = max(values, default=0)
+    if peak <= 0:
+        return SPARKS[0] * len(values)
+    return "".join(SPARKS[0] if v <= 0 else SPARKS[max(1, round(v / peak * 7))]
+                   for v in values)
+
+
+def _age(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {round(seconds % 60)} s"
+    return f"{int(seconds // 3600)} h {round(seconds % 3600 / 60)} min"
+
+
+def overview_text(status: dict, server: str) -> str:
+    """The status page's overview as lines for a terminal."""
+    lines = [f"digits at {server}, {status['generated_at'][:19].replace('T', ' ')} UTC"]
+    for part, why in (status.get("errors") or {}).items():
+        lines.append(f"  {part} unreadable: {why}")
+    if status.get("queues") is not None:
+        lines.append("queues")
+        for name, q in status["queues"].items():
+            workers = f"{q['workers']} worker{'s' if q['workers'] != 1 else ''}"
+            waiting = "?" if q["messages"] is None else f"{q['messages']:,}"
+            lines.append(f"  {name:<12} {workers:<10} {q['processes']:>3} processes  "
+                         f"{waiting:>7} waiting" + ("   <- no worker" if not q["workers"] else ""))
+        lines.append(f"  in flight (delivered, not acknowledged): {status['unacked']:,}")
+    if status.get("jobs") is not None:
+        oldest = status.get("oldest_pending")
+        waited = (f"oldest waiting {_age(oldest['age_s'])} (job {oldest['job_id']})"
+                  if oldest else "none waiting")
+        lines.append(f"images   {status['pending']:,} pending; {waited}")
+        j = status["jobs"]
+        lines.append(f"jobs     {j['running']} running, {j['queued']} queued, "
+                     f"{j['succeeded']} succeeded, {j['failed']} failed, "
+                     f"{j['cancelled']} cancelled")
+    t = status.get("throughput")
+    if t:
+        rates = [p["per_s"] for p in t["points"]]
+        lines.append(f"images/s {t['last_minute_per_s']:,.1f} over the last minute; "
+                     f"{t['total']:,} images in the last {t['window_s'] // 60} min "
+                     f"(peak {max(rates, default=0):,.1f}/s in {t['bucket_s']} s)")
+        lines.append(f"  {sparkline(rates)}  now")
+    return "\n".join(lines)
 
 
 def cmd_results(args) -> int:

@@ -57,11 +57,18 @@ def cmd_up(args) -> int:
 
 
 def cmd_api(args) -> int:
+    from shared import metricsdir
+
+    # Before gunicorn (this very process, after the exec) imports prometheus_client.
+    metricsdir.prepare("api")
+    # Requests are logged by the app, with their request ids (api/observability.py);
+    # the config module formats gunicorn's own lines and tidies up the metrics folder.
     argv = [sys.executable, "-m", "gunicorn", "api:create_app()",
+            "--config", "python:api.gunicorn_conf",
             "--bind", f"{args.host}:{args.port}", "--workers", str(args.processes),
             "--threads", str(args.threads), "--worker-class", "gthread",
             "--timeout", "120", "--graceful-timeout", "20",
-            "--access-logfile", "-", "--error-logfile", "-", "--log-level", "warning"]
+            "--error-logfile", "-", "--log-level", "warning"]
     if os.path.isdir("/dev/shm"):
         # gunicorn's heartbeat touches a temporary file on every loop; gunicorn's docs
         # advise a memory file system for it (the default directory may be on a disk).
@@ -103,13 +110,24 @@ def cmd_worker(args) -> int:
     # Checksum only: building tensors here would start torch's thread pools (and maybe
     # CUDA) in the parent, and forked pool children then hang in their first forward pass.
     artifact.verify(get_settings().model_path)
+    from shared import logs, metricsdir
+
+    # Before anything imports prometheus_client; the pool's children inherit it.
+    folder = metricsdir.prepare("worker")
+    # Now, not when Celery asks (setup_logging): its start-up warnings come first.
+    logs.configure(get_settings().log_format, args.loglevel)
     from worker.celery_app import app
 
     name = f"{'+'.join(queues)}-{uuid.uuid4().hex[:6]}@%h"
-    app.worker_main(argv=["worker", "--queues", ",".join(queues), "--pool", pool,
-                          "--concurrency", str(concurrency), "--hostname", name,
-                          "--loglevel", args.loglevel, "--without-gossip", "--without-mingle",
-                          "-O", "fair"])
+    # Celery's banner is not a log line: leave it out where every line should be JSON.
+    quiet = ["--quiet"] if get_settings().log_format == "json" else []
+    try:
+        app.worker_main(argv=[*quiet, "worker", "--queues", ",".join(queues), "--pool", pool,
+                              "--concurrency", str(concurrency), "--hostname", name,
+                              "--loglevel", args.loglevel, "--without-gossip",
+                              "--without-mingle", "-O", "fair"])
+    finally:
+        metricsdir.discard(folder)
     return 0
 
 
@@ -124,11 +142,13 @@ def cmd_db_upgrade(args) -> int:
 
 
 def cmd_reconcile(args) -> int:
+    from shared import logs
     from shared.celery_app import make_celery
     from shared.reconcile import reconcile
     from shared.settings import get_settings
 
     settings = get_settings()
+    logs.configure(settings.log_format)
     celery = make_celery(settings)
     older = settings.reconcile_after_s if args.older_than is None else args.older_than
     while True:

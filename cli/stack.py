@@ -89,6 +89,11 @@ class Stack:
     def start(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.env["DIGITS_STATE_DIR"] = str(self.state_dir)
+        # What an earlier run left in the metrics folder goes; each service then takes a
+        # fresh subfolder of its own (shared.metricsdir).
+        from shared import metricsdir
+
+        metricsdir.remove_dead(get_settings().effective_metrics_dir)
         if not self.env.get("DIGITS_REDIS_URL"):
             self.start_redis()
         migrate = subprocess.run(self.digits("db", "upgrade"), env=self.env, check=False)

@@ -4,13 +4,19 @@ The API only sends tasks by name through it; the worker registers the task bodie
 (worker/tasks.py). Settings follow the traps recorded in the design notes: late
 acks with idempotent tasks, re-queue when a child dies, a deliberate visibility
 timeout, results stored only for the interactive predictions that wait for them.
+
+Every task sent carries the request id and job id in scope (shared.logs) in its
+message headers, so the worker's log lines name them too. DIGITS_CELERY_EVENTS turns
+on Celery's task events (sent, received, started, succeeded...), which Flower shows.
 """
 
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import before_task_publish
 from kombu import Queue
 
+from shared import logs
 from shared.queues import BULK_QUEUE, CLASSIFY_CHUNK, INTERACTIVE_QUEUE, PING, PREDICT_IMAGE
 from shared.settings import Settings, get_settings
 
@@ -40,6 +46,19 @@ def make_celery(settings: Settings | None = None) -> Celery:
         broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
-        worker_send_task_events=False,
+        worker_send_task_events=settings.celery_events,
+        task_send_sent_event=settings.celery_events,
     )
     return app
+
+
+@before_task_publish.connect
+def _carry_ids(headers: dict | None = None, **_kwargs) -> None:
+    """The ids in scope travel with the task (read back in worker/celery_app.py)."""
+    if headers is None:
+        return
+    request_id, job_id = logs.REQUEST_ID.get(), logs.JOB_ID.get()
+    if request_id is not None:
+        headers[logs.TASK_REQUEST_ID] = request_id
+    if job_id is not None:
+        headers[logs.TASK_JOB_ID] = job_id

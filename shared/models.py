@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, relationship
 
@@ -106,4 +107,9 @@ class Item(Base):
         # Covers a job's counts (status, needs_review) without reading the rows' images.
         Index("ix_items_job_status_review", "job_id", "status", "needs_review"),
         Index("ix_items_status_queued", "status", "queued_at"),
+        # Finished images over the last minutes (the status page's images per second):
+        # only finished rows, so storing pending images costs nothing more.
+        Index("ix_items_finished", "finished_at", "status",
+              sqlite_where=text("finished_at IS NOT NULL"),
+              postgresql_where=text("finished_at IS NOT NULL")),
     )

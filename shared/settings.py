@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The repository (or installed source tree) root: models/ ships beside the packages.
@@ -72,7 +73,27 @@ class Settings(BaseSettings):
     reconcile_after_s: int = Field(default=120, ge=1)
     reconcile_every_s: int = Field(default=30, ge=1)
 
-    @field_validator("database_url", "redis_url", mode="before")
+    # --- operations: metrics, logs, events (docs/operations.md) ---------------
+    metrics: bool = Field(
+        default=True,
+        description="Prometheus metrics: API and workers write them, the API serves /metrics.")
+    metrics_dir: Path | None = Field(
+        default=None,
+        description="prometheus-client's multiprocess folder, one per host; unset means "
+                    "state_dir/metrics. Each service takes a fresh subfolder when it starts.")
+    metrics_port: int = Field(
+        default=0, ge=0, le=65535,
+        description="A worker serves its own metrics on this port (0: off); for workers on "
+                    "hosts that do not share the API's metrics folder.")
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="When set, GET /metrics wants `Authorization: Bearer <token>`.")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="json: one JSON object a line, with request and job ids.")
+    celery_events: bool = Field(
+        default=False, description="Workers and senders emit Celery task events (Flower).")
+
+    @field_validator("database_url", "redis_url", "metrics_dir", "metrics_token", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -82,6 +103,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.state_dir / 'digits.db').resolve()}"
+
+    @property
+    def effective_metrics_dir(self) -> Path:
+        return (self.metrics_dir or self.state_dir / "metrics").resolve()
 
 
 @lru_cache(maxsize=1)

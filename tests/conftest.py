@@ -228,11 +228,12 @@ class LiveStack:
         return wait_for(final, timeout, interval=0.2, what=f"job {job_id} to finish")
 
 
-def start_stack(tmp: Path, redis_url: str, database_url: str, workers: int = 2) -> LiveStack:
+def start_stack(tmp: Path, redis_url: str, database_url: str, workers: int = 2,
+                **extra_env: str) -> LiveStack:
     port = free_port()
     env = {**os.environ, "DIGITS_REDIS_URL": redis_url, "DIGITS_DATABASE_URL": database_url,
            "DIGITS_STATE_DIR": str(tmp / "state"), "DIGITS_MODEL_PATH": str(MODEL),
-           "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1", **extra_env}
     log = tmp / "stack.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(digits_argv("up", "--port", str(port), "--workers", str(workers)),
@@ -255,11 +256,14 @@ def start_stack(tmp: Path, redis_url: str, database_url: str, workers: int = 2) 
 
 @pytest.fixture(scope="session")
 def live_stack(tmp_path_factory, shipped_model):
-    """`digits up` with 2 bulk workers on SQLite and the tests' own Redis database."""
+    """`digits up` with 2 bulk workers on SQLite and the tests' own Redis database; with
+    JSON logs and Celery events on, which tests/test_operations.py reads (the stack in
+    tests/test_stack.py runs on the defaults: text logs, no events)."""
     tmp = tmp_path_factory.mktemp("stack")
     # From the top down, so that per-test databases (from the bottom up) rarely collide.
     with own_redis_db(range(15, 7, -1)) as redis_url:
-        stack = start_stack(tmp, redis_url, f"sqlite:///{tmp / 'digits.db'}")
+        stack = start_stack(tmp, redis_url, f"sqlite:///{tmp / 'digits.db'}",
+                            DIGITS_LOG_FORMAT="json", DIGITS_CELERY_EVENTS="true")
         try:
             yield stack
         finally:

@@ -76,7 +76,7 @@ def test_openapi_document_is_served_and_names_every_route(client):
     doc = client.get("/api/v1/openapi.json").json
     assert doc["openapi"].startswith("3.1")
     app_rules = {r.rule for r in client.application.url_map.iter_rules()
-                 if r.rule.startswith(("/api/v1", "/healthz", "/readyz"))
+                 if r.rule.startswith(("/api/v1", "/healthz", "/readyz", "/metrics"))
                  and r.endpoint != "openapi.openapi_json"}
     documented = {path.replace("{job_id}", "<job_id>").replace("{item_id}", "<int:item_id>")
                   for path in doc["paths"]}

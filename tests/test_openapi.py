@@ -57,6 +57,7 @@ def test_predict_and_health_match_the_document(live_stack, validate):
     validate(refused.json(), "/api/v1/predict", "post", 422)
     validate(live_stack.get("/healthz").json(), "/healthz", "get", 200)
     validate(live_stack.get("/readyz").json(), "/readyz", "get", 200)
+    validate(live_stack.get("/api/v1/status").json(), "/api/v1/status", "get", 200)
 
 
 def test_item_images_match_the_document(live_stack, validate):

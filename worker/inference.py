@@ -13,7 +13,7 @@ import threading
 import numpy as np
 import torch
 
-from shared import artifact
+from shared import artifact, metrics
 from shared.artifact_meta import version_label
 from shared.settings import get_settings
 from shared.verdict import softmax
@@ -48,8 +48,9 @@ class Predictor:
             torch.set_num_threads(self.threads)
 
     @torch.inference_mode()
-    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        """(n, 28, 28) float32 in [0, 1] -> (n, 10) calibrated probabilities."""
+    def probabilities(self, pixels: np.ndarray, counted: bool = True) -> np.ndarray:
+        """(n, 28, 28) float32 in [0, 1] -> (n, 10) calibrated probabilities. Each forward
+        pass's size goes to the batch-size histogram unless `counted` is false (warm-up)."""
         self._use_threads()
         out = []
         for start in range(0, len(pixels), self.max_batch_size):
@@ -58,6 +59,8 @@ class Predictor:
             batch = batch.unsqueeze(1).to(self.device).contiguous(memory_format=torch.channels_last)
             logits = self.model(batch)
             out.append(logits.float().cpu().numpy())
+            if counted:
+                metrics.WORKER_BATCH.observe(len(part))
         if not out:
             return np.zeros((0, 10), np.float32)
         return softmax(np.concatenate(out), self.temperature)

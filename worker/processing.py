@@ -5,12 +5,16 @@ model in batches, and write every result keyed by item id in one transaction, wi
 thumbnail of each image that decoded and the 28x28 input the model was given,
 guarded by `status = 'pending'`: an image processed twice (a redelivered chunk,
 a reconciler re-queue) keeps its first result, and cancelled items are skipped.
+
+Each chunk and prediction is counted and timed by stage (shared.metrics): a few
+counter updates per chunk, never per image.
 """
 
 from __future__ import annotations
 
 import base64
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,9 +22,10 @@ from datetime import UTC, datetime
 import numpy as np
 from sqlalchemy import bindparam, select, update
 
-from shared import db, jobstate, thumbnails
+from shared import db, jobstate, logs, metrics, thumbnails
 from shared.imaging import ImageError, Prepared, prepare_many
 from shared.models import Item, ItemStatus
+from shared.queues import BULK_QUEUE, INTERACTIVE_QUEUE
 from shared.settings import get_settings
 from shared.verdict import judge
 from worker.inference import Predictor, get_batcher, get_predictor
@@ -54,22 +59,24 @@ def _thumbnail(data: bytes) -> bytes | None:
 
 def classify(images: list[bytes], predictor: Predictor,
              probabilities: Callable[[np.ndarray], np.ndarray] | None = None,
-             previews: bool = False) -> list[Outcome]:
+             previews: bool = False, clock: dict[str, float] | None = None) -> list[Outcome]:
     """Decode, normalise and classify; a bad image fails alone with its error.
     `probabilities` defaults to the predictor's own batches (a chunk fills them). With
     `previews`, every image that decoded also gets its thumbnail and the PNG of its
-    model input (shared.thumbnails)."""
+    model input (shared.thumbnails). A `clock` dict gets the seconds spent decoding,
+    in the model and on previews added to it."""
+    started = time.perf_counter()
     prepared = prepare_many(images, get_settings().max_image_pixels)
     good = [p for p in prepared if isinstance(p, Prepared)]
     pixels = np.stack([p.pixels for p in good]) if good else None
+    decoded = time.perf_counter()
     probs = ((probabilities or predictor.probabilities)(pixels)
              if good else np.zeros((0, 10), np.float32))
     # Each row with its copy for storage: six places, rounded all at once, in float64 so
     # that each prints as its decimal.
     rows = zip(probs, np.round(probs.astype(np.float64), 6).tolist(), strict=True)
-    inputs = iter(thumbnails.model_input_pngs(pixels) if previews and good else [])
     outcomes = []
-    for data, p in zip(images, prepared, strict=True):
+    for p in prepared:
         if isinstance(p, ImageError):
             outcomes.append(Outcome(ItemStatus.FAILED, error=f"{p.code}: {p}"))
             continue
@@ -77,11 +84,26 @@ def classify(images: list[bytes], predictor: Predictor,
         verdict = judge(p, probability, predictor.meta)
         outcomes.append(Outcome(
             status=verdict.status, digit=verdict.digit, confidence=round(verdict.confidence, 6),
-            probabilities=stored, needs_review=verdict.needs_review,
-            thumbnail=_thumbnail(data) if previews else None,
-            model_input=next(inputs, None),
-        ))
+            probabilities=stored, needs_review=verdict.needs_review))
+    judged = time.perf_counter()
+    if previews and good:
+        inputs = iter(thumbnails.model_input_pngs(pixels))
+        for data, p, outcome in zip(images, prepared, outcomes, strict=True):
+            if isinstance(p, Prepared):
+                outcome.thumbnail = _thumbnail(data)
+                outcome.model_input = next(inputs, None)
+    if clock is not None:
+        clock["decode"] = clock.get("decode", 0.0) + decoded - started
+        clock["model"] = clock.get("model", 0.0) + judged - decoded  # verdicts included
+        if previews:
+            clock["previews"] = clock.get("previews", 0.0) + time.perf_counter() - judged
     return outcomes
+
+
+def _record(queue: str, outcomes: list[Outcome], clock: dict[str, float]) -> None:
+    metrics.record_outcomes(queue, (o.status for o in outcomes),
+                            sum(o.needs_review for o in outcomes))
+    metrics.record_stages(queue, clock)
 
 
 _write = (
@@ -98,15 +120,23 @@ _write = (
 
 def classify_items(item_ids: list[int], predictor: Predictor | None = None) -> int:
     """Classify the pending items among `item_ids`; returns how many results were written."""
+    started = time.perf_counter()
     with db.session() as s:
         rows = s.execute(
             select(Item.id, Item.job_id, Item.content)
             .where(Item.id.in_(item_ids), Item.status == ItemStatus.PENDING)
         ).all()
+    if len(rows) < len(item_ids):
+        metrics.WORKER_SKIPPED.inc(len(item_ids) - len(rows))
     if not rows:
         return 0
+    job_ids = sorted({r.job_id for r in rows})
+    if len(job_ids) == 1 and logs.JOB_ID.get() is None:
+        logs.JOB_ID.set(job_ids[0])  # a re-queued chunk carries no job id; it has one
+    clock = {"load": time.perf_counter() - started}
     predictor = predictor or get_predictor()
-    outcomes = classify([r.content for r in rows], predictor, previews=True)
+    outcomes = classify([r.content for r in rows], predictor, previews=True, clock=clock)
+    writing = time.perf_counter()
     now = datetime.now(UTC)
     params = [
         {"item_id": r.id, "new_status": o.status, "digit": o.digit, "confidence": o.confidence,
@@ -114,7 +144,6 @@ def classify_items(item_ids: list[int], predictor: Predictor | None = None) -> i
          "thumbnail": o.thumbnail, "model_input": o.model_input, "finished_at": now}
         for r, o in zip(rows, outcomes, strict=True)
     ]
-    job_ids = sorted({r.job_id for r in rows})
     with db.session() as s:
         written = s.connection().execute(_write, params).rowcount
         jobstate.mark_started(s, job_ids)
@@ -122,7 +151,12 @@ def classify_items(item_ids: list[int], predictor: Predictor | None = None) -> i
     # sees them all here and closes the job.
     with db.session() as s:
         jobstate.finish_if_complete(s, job_ids)
-    log.info("chunk of %d items: %d written (jobs %s)", len(item_ids), written, job_ids)
+    done = time.perf_counter()
+    clock["write"] = done - writing
+    _record(BULK_QUEUE, outcomes, clock)
+    metrics.WORKER_CHUNK.observe(done - started)
+    log.info("chunk of %d items: %d written in %.0f ms (jobs %s)", len(item_ids), written,
+             (done - started) * 1000, job_ids)
     return written
 
 
@@ -130,5 +164,7 @@ def predict_bytes(data_b64: str) -> dict:
     """One image for the interactive queue: the result, never stored. Concurrent
     predictions in one worker share forward passes through the dynamic batcher."""
     predictor, batcher = get_predictor(), get_batcher()
-    outcome = classify([base64.b64decode(data_b64)], predictor, batcher.submit)[0]
+    clock: dict[str, float] = {}
+    outcome = classify([base64.b64decode(data_b64)], predictor, batcher.submit, clock=clock)[0]
+    _record(INTERACTIVE_QUEUE, [outcome], clock)
     return {**outcome.as_dict(), "model_version": predictor.version}

@@ -1,0 +1,37 @@
+"""gunicorn settings that a command line cannot give (`digits api` passes
+`-c python:api.gunicorn_conf`): gunicorn's own log lines in the service's format, and
+the metrics subfolder of the API removed when gunicorn stops.
+
+Requests are logged by the app itself (api/observability.py: one line each, with the
+request id), so gunicorn's access log stays off.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from shared import logs, metricsdir
+from shared.settings import get_settings
+
+_format = get_settings().log_format
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"digits": {"()": logs.JsonFormatter if _format == "json"
+                              else logs.TextFormatter}},
+    "filters": {"ids": {"()": logs.ContextFilter}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "digits",
+                            "filters": ["ids"], "stream": "ext://sys.stderr"}},
+    "loggers": {
+        "gunicorn.error": {"handlers": ["stderr"], "propagate": False},
+        "gunicorn.access": {"handlers": [], "propagate": False},
+    },
+    "root": {"handlers": [], "level": "WARNING"},
+}
+
+
+def on_exit(_server) -> None:
+    own = os.environ.get(metricsdir.ENV)
+    if own:
+        metricsdir.discard(Path(own))
