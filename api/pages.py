@@ -31,3 +31,8 @@ def jobs():
 @bp.get("/jobs/<job_id>")
 def job(job_id: str):
     return _page("job.html")
+
+
+@bp.get("/status")
+def status():
+    return _page("status.html")

@@ -245,6 +245,37 @@ def test_a_big_selection_goes_up_in_several_requests(page, tmp_path, live_stack)
     expect(rows).to_have_count(200)
 
 
+def test_status_page_shows_workers_queues_and_throughput(page, live_stack, shots):
+    """Against the live stack: both queues have a worker, nothing waits, and the job just
+    finished shows in the images-per-second chart (read from the database)."""
+    job_id = live_stack.post("/api/v1/jobs", files=[
+        ("files", (name, data, "image/png")) for name, data, _ in mnist_png_bytes(3000, 300)
+    ]).json()["id"]
+    live_stack.wait_job(job_id)
+    page.goto("/status")
+    expect(page).to_have_title(re.compile("Status"))
+    bulk = page.locator("#queues tr[data-queue='bulk'] td")
+    expect(bulk.nth(0)).to_have_text("1")  # workers online
+    expect(bulk.nth(1)).to_have_text("2")  # their processes (digits up --workers 2)
+    expect(bulk.nth(2)).to_have_text("0")  # waiting
+    expect(bulk.nth(3)).to_contain_text("bulk-")
+    expect(page.locator("#queues tr[data-queue='interactive'] td").nth(0)).to_have_text("1")
+    expect(page.locator("#pending")).to_have_text("0")
+    expect(page.locator("#oldest")).to_have_text("none")
+    expect(page.locator("#running")).to_have_text("0")
+    expect(page.locator("#chart svg rect.column")).to_have_count(60)
+    images = page.wait_for_function("""() => {
+        const bars = [...document.querySelectorAll('#chart svg rect.column')];
+        const total = bars.reduce((n, bar) => n + Number(bar.dataset.images), 0);
+        return bars.some(bar => Number(bar.getAttribute('height')) > 0) && total;
+    }""").json_value()
+    assert images >= 300
+    label = page.locator("#chart svg").get_attribute("aria-label")
+    assert label.startswith("Images per second over the last 10 minutes: peak "), label
+    expect(page.locator("#error")).to_be_hidden()
+    page.screenshot(path=shots / "status.png", full_page=True)
+
+
 def test_batches_respect_the_request_limits(page):
     page.goto("/upload")
     sizes = page.evaluate("""async () => {
@@ -294,7 +325,7 @@ def test_phone_width_keyboard_and_labels(browser, live_stack, shots):
             ("files", (name, data, "image/png")) for name, data, _ in mnist_png_bytes(400, 4)])
         job_id = created.json()["id"]
         page = context.new_page()
-        for path in ("/", "/upload", "/jobs", f"/jobs/{job_id}"):
+        for path in ("/", "/upload", "/jobs", "/status", f"/jobs/{job_id}"):
             page.goto(path)
             width = page.evaluate("document.documentElement.scrollWidth")
             assert width <= 375, f"{path} is {width} px wide at phone width"

@@ -12,7 +12,7 @@ from api import create_app
 
 STATIC = Path(__file__).resolve().parent.parent / "api" / "static"
 PAGES = {"/": "index.html", "/upload": "upload.html", "/jobs": "jobs.html",
-         "/jobs/job_0123456789abcdef0123456789abcdef": "job.html"}
+         "/jobs/job_0123456789abcdef0123456789abcdef": "job.html", "/status": "status.html"}
 
 
 @pytest.fixture
