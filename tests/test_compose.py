@@ -3,6 +3,8 @@ and their wiring, and that every command is a real `digits` subcommand."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import socket
 import subprocess
@@ -12,11 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from api.metrics_state import NAMES as STATE_NAMES
 from cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGITS_SERVICES = {"migrate", "api", "worker", "interactive", "scheduler"}
-LONG_RUNNING = {"redis", "postgres", "api", "worker", "interactive", "scheduler"}
+MONITORING = {"prometheus", "grafana", "flower"}
+LONG_RUNNING = {"redis", "postgres", "api", "worker", "interactive", "scheduler", *MONITORING}
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +29,10 @@ def services() -> dict:
 
 
 def test_the_services_are_all_there(services):
-    assert set(services) == {"redis", "postgres", *DIGITS_SERVICES}
+    assert set(services) == {"redis", "postgres", *DIGITS_SERVICES, *MONITORING}
+    # Monitoring only with `--profile monitoring`; everything else always.
+    for name, service in services.items():
+        assert service.get("profiles", []) == (["monitoring"] if name in MONITORING else [])
 
 
 def test_redis_never_evicts_queued_work(services):
@@ -91,6 +98,93 @@ def test_commands_are_real_digits_subcommands(services, name, subcommand):
 def test_each_worker_service_consumes_its_queue(services, name, queue):
     command = services[name]["command"]
     assert command[command.index("--queues") + 1] == queue
+
+
+# --- the monitoring profile ------------------------------------------------------------
+
+
+def metric_names() -> set[str]:
+    """Every series name digits exposes: the families defined in shared.metrics, with
+    the suffixes Prometheus sees, and the gauges read when /metrics is scraped."""
+    from prometheus_client import REGISTRY
+
+    import shared.metrics  # noqa: F401  (defines the families in the default registry)
+
+    names = set(STATE_NAMES)
+    for family in REGISTRY.collect():
+        if not family.name.startswith("digits_"):
+            continue
+        if family.type == "counter":
+            names.add(family.name + "_total")
+        elif family.type == "histogram":
+            names |= {family.name + suffix for suffix in ("_bucket", "_sum", "_count")}
+        else:
+            names.add(family.name)
+    return names
+
+
+def series_in(expr: str) -> set[str]:
+    # Label values in quotes may hold anything; drop them before looking for names.
+    return set(re.findall(r"\bdigits_[a-z0-9_]+\b", re.sub(r'"[^"]*"', '""', expr)))
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    board = json.loads((ROOT / "monitoring/grafana/dashboards/digits.json").read_text())
+    return [(panel["title"], target["expr"]) for panel in board["panels"]
+            for target in panel.get("targets", [])]
+
+
+def test_every_dashboard_query_names_metrics_that_exist():
+    known = metric_names()
+    queries = dashboard_queries()
+    assert len(queries) >= 10
+    titles = " ".join(title.lower() for title, _ in queries)
+    for topic in ("images per second", "queue", "latency", "error", "workers"):
+        assert topic in titles, topic
+    for title, expr in queries:
+        names = series_in(expr)
+        assert names, f"{title}: {expr} names no digits metric"
+        assert names <= known, f"{title}: unknown {sorted(names - known)} in {expr}"
+
+
+def test_every_alert_names_metrics_that_exist():
+    rules = yaml.safe_load((ROOT / "monitoring/alerts.yml").read_text())
+    exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    assert any("digits_oldest_pending_image_age_seconds" in e for e in exprs)
+    for expr in exprs:
+        assert series_in(expr) and series_in(expr) <= metric_names(), expr
+
+
+def test_prometheus_scrapes_the_api_and_the_workers(services):
+    config = yaml.safe_load((ROOT / "monitoring/prometheus.yml").read_text())
+    targets = {}
+    for job in config["scrape_configs"]:
+        for sd in job["dns_sd_configs"]:
+            for name in sd["names"]:
+                targets[name] = sd["port"]
+    assert targets == {"api": 8000, "worker": 9100, "interactive": 9100}
+    assert "8000" in " ".join(services["api"]["command"])
+    for name in ("worker", "interactive"):
+        assert services[name]["environment"]["DIGITS_METRICS_PORT"] == "9100"
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+
+
+def test_grafana_gets_the_datasource_and_the_dashboard_it_names(services):
+    mounts = {volume.split(":")[1]: ROOT / volume.split(":")[0]
+              for volume in services["grafana"]["volumes"] if volume.startswith("./")}
+    provisioning = mounts["/etc/grafana/provisioning"]
+    source = yaml.safe_load((provisioning / "datasources/prometheus.yml").read_text())
+    uid = source["datasources"][0]["uid"]
+    assert source["datasources"][0]["url"] == "http://prometheus:9090"
+    board = json.loads((mounts["/var/lib/grafana/dashboards"] / "digits.json").read_text())
+    used = {target["datasource"]["uid"] for panel in board["panels"]
+            for target in panel.get("targets", [])}
+    assert used == {uid}
+    provider = yaml.safe_load((provisioning / "dashboards/digits.yml").read_text())
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    for volume in services["prometheus"]["volumes"]:
+        if volume.startswith("./"):
+            assert (ROOT / volume.split(":")[0]).is_file(), volume
 
 
 def test_the_image_installs_the_pinned_model_side():
