@@ -49,3 +49,22 @@ def test_job_counts_read_only_the_index(use_database, sqlite_url):
     with db.engine().connect() as conn:
         plan = conn.execute(text(f"EXPLAIN QUERY PLAN {query}")).all()
     assert "COVERING INDEX ix_items_job_status_review" in " ".join(str(r) for r in plan)
+
+
+def test_images_per_second_read_only_the_finished_index(use_database, sqlite_url):
+    # The status page asks every 2 s; the items table holds every image ever sent.
+    from datetime import UTC, datetime
+
+    from sqlalchemy import func, select
+
+    from shared.models import Item, ItemStatus
+
+    use_database(sqlite_url)
+    query = (select(Item.finished_at, func.count())
+             .where(Item.finished_at >= datetime.now(UTC), Item.status != ItemStatus.CANCELLED)
+             .group_by(Item.finished_at))
+    compiled = query.compile(db.engine())  # bound parameters, as the real query sends
+    values = tuple(compiled.params[name] for name in compiled.positiontup)
+    with db.engine().connect() as conn:
+        plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", values).all()
+    assert "COVERING INDEX ix_items_finished" in " ".join(str(r) for r in plan)

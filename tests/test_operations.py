@@ -201,3 +201,37 @@ def test_celery_events_reach_a_monitor_like_flower(live_stack):
         wait_for(chunk_events, 30, what="the chunk's sent, received and succeeded events")
         receiver.should_stop = True
     thread.join(70)
+
+
+def test_a_worker_serves_its_own_metrics_and_withdraws_when_it_stops(live_stack, tmp_path):
+    """DIGITS_METRICS_PORT: a worker on a host without the API serves its own metrics.
+    When it stops, its announcement and its metrics folder go."""
+    import os
+
+    import requests
+
+    from cli.stack import free_port
+    from tests.conftest import stop_process
+
+    port = free_port()
+    env = {**live_stack.env, "DIGITS_METRICS_PORT": str(port),
+           "DIGITS_STATE_DIR": str(tmp_path / "other-host")}
+    worker = subprocess.Popen(digits_argv("worker", "--queues", "bulk", "--concurrency", "1"),
+                              cwd=ROOT, env=env, stdout=(tmp_path / "w.log").open("wb"),
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def exported():
+            return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+
+        text = wait_for(exported, 60, what="the worker's metrics port")
+        assert "digits_worker_batch_images_count" in text  # its own processes' families
+        assert "digits_http_requests_total" not in text  # not the API's
+        wait_for(lambda: live_stack.get("/api/v1/status").json()["queues"]["bulk"]["workers"]
+                 == 2, 30, what="the second bulk worker to announce itself")
+        folders = list((tmp_path / "other-host" / "metrics").iterdir())
+        assert [f.name for f in folders] == [f"worker-{worker.pid}"]
+    finally:
+        stop_process(worker)
+    assert live_stack.get("/api/v1/status").json()["queues"]["bulk"]["workers"] == 1
+    assert list((tmp_path / "other-host" / "metrics").iterdir()) == []
+    assert os.path.isdir(tmp_path / "other-host" / "metrics")
