@@ -16,10 +16,10 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -38,7 +38,7 @@ _PLAIN_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as random as uuid4().hex, without building a UUID
 
 
 def plain(value: str | None) -> str | None:
