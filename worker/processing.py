@@ -131,8 +131,14 @@ def classify_items(item_ids: list[int], predictor: Predictor | None = None) -> i
     if not rows:
         return 0
     job_ids = sorted({r.job_id for r in rows})
-    if len(job_ids) == 1 and logs.JOB_ID.get() is None:
-        logs.JOB_ID.set(job_ids[0])  # a re-queued chunk carries no job id; it has one
+    # A re-queued chunk carries no job id in its headers; its items may name one.
+    one_job = job_ids[0] if len(job_ids) == 1 and logs.JOB_ID.get() is None else None
+    with logs.scope(job_id=one_job):
+        return _classify_rows(rows, job_ids, len(item_ids), predictor, started)
+
+
+def _classify_rows(rows, job_ids: list[str], asked: int, predictor: Predictor | None,
+                   started: float) -> int:
     clock = {"load": time.perf_counter() - started}
     predictor = predictor or get_predictor()
     outcomes = classify([r.content for r in rows], predictor, previews=True, clock=clock)
@@ -155,7 +161,7 @@ def classify_items(item_ids: list[int], predictor: Predictor | None = None) -> i
     clock["write"] = done - writing
     _record(BULK_QUEUE, outcomes, clock)
     metrics.WORKER_CHUNK.observe(done - started)
-    log.info("chunk of %d items: %d written in %.0f ms (jobs %s)", len(item_ids), written,
+    log.info("chunk of %d items: %d written in %.0f ms (jobs %s)", asked, written,
              (done - started) * 1000, job_ids)
     return written
 
