@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -160,7 +161,8 @@ def cmd_reconcile(args) -> int:
         except Exception as exc:  # keep the loop alive through a Redis or DB outage
             if args.every is None:
                 raise
-            print(f"reconcile failed: {exc}", file=sys.stderr, flush=True)
+            # A log line (JSON where the others are), not a bare print.
+            logging.getLogger("digits.reconcile").warning("reconcile failed: %s", exc)
         time.sleep(args.every)
 
 
