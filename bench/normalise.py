@@ -6,8 +6,12 @@ same run: one core each, as in a worker process.
     .venv/bin/python bench/normalise.py [--model models/digits-cnn.safetensors]
     git show HEAD~3:shared/imaging.py > /tmp/imaging_before.py
     .venv/bin/python bench/normalise.py --baseline /tmp/imaging_before.py
+    .venv/bin/python bench/normalise.py --baseline-rev 45b37b2   # prepare_many, whole package
 
 The model needs no trained weights for timing; a fresh DigitCNN is used when none is given.
+`--baseline-rev` times `prepare_many` on chunks with the whole `shared/` package of another
+commit (normalisation spans several modules), in child processes that alternate with
+ones running today's code, best of three rounds each, and prints the ratios.
 `--baseline` times another copy of `shared/imaging.py` on the same inputs in the same run,
 (one image at a time) so a change can be judged by the ratio even on a busy machine. Each
 figure is the best of five rounds, which keeps most of the noise of a shared machine out.
@@ -79,12 +83,62 @@ def load_baseline(path: str):
     return module.prepare
 
 
+def chunk_costs() -> dict[str, float]:
+    """Seconds per image of `prepare_many` on a worker's chunk, per case."""
+    chunk = get_settings().chunk_size
+    costs = {}
+    for label, side, fmt in CASES:
+        count = chunk if side <= 300 else 8
+        blobs = [sample_image(side, fmt, seed) for seed in range(count)]
+        costs[label] = per_call(lambda blobs=blobs: prepare_many(blobs)) / count
+    return costs
+
+
+def compare_with_rev(rev: str, rounds: int = 3) -> None:
+    """prepare_many on chunks: this tree's shared/ against commit `rev`'s, alternating."""
+    import json
+    import os
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as old:
+        archive = subprocess.run(["git", "-C", str(root), "archive", rev, "shared"],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", old], input=archive, check=True)
+        best: dict[str, dict[str, float]] = {"today": {}, rev: {}}
+        for _ in range(rounds):
+            for name, path in (("today", str(root)), (rev, old)):
+                env = {**os.environ, "PYTHONPATH": path}
+                out = subprocess.run([sys.executable, __file__, "--chunk-costs"], env=env,
+                                     check=True, capture_output=True, text=True).stdout
+                for label, cost in json.loads(out.splitlines()[-1]).items():
+                    best[name][label] = min(best[name].get(label, float("inf")), cost)
+    print(f"prepare_many on chunks, us per image, best of {rounds} alternating rounds")
+    print(f"{'input':<26} {'today':>9} {rev[:10]:>10} {'ratio':>7}")
+    for label in best["today"]:
+        now, then = best["today"][label], best[rev][label]
+        print(f"{label:<26} {now * 1e6:>9.0f} {then * 1e6:>10.0f} {now / then:>6.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None)
     parser.add_argument("--baseline", default=None,
                         help="another shared/imaging.py to time in the same run")
+    parser.add_argument("--baseline-rev", default=None, metavar="REV",
+                        help="time prepare_many on chunks against this commit's shared/")
+    parser.add_argument("--chunk-costs", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.chunk_costs:
+        import json
+
+        print(json.dumps(chunk_costs()))
+        return
+    if args.baseline_rev:
+        compare_with_rev(args.baseline_rev)
+        return
     if args.model:
         from shared import artifact
 

@@ -15,6 +15,8 @@ def register(sub) -> None:
     p.add_argument("--name", default="digits-cnn", help="artifact file name, without suffix")
     p.add_argument("--data", type=Path, default=None, help="MNIST folder (DIGITS_DATA_DIR)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", type=Path, default=None, metavar="WEIGHTS",
+                   help="skip stage 1 (MNIST alone): fine-tune this artifact on the mixture")
     p.add_argument("--limit", type=int, default=None,
                    help="train on this many digits only (a quick check, not a real model)")
     p.set_defaults(func=cmd_train)
@@ -24,6 +26,12 @@ def register(sub) -> None:
     p.add_argument("--data", type=Path, default=None, help="MNIST folder (DIGITS_DATA_DIR)")
     p.add_argument("--style", choices=["mnist", "scans"], default="mnist",
                    help="clean MNIST digits, or the generated scan-like set made from them")
+    p.add_argument("--data-set", type=Path, default=None, metavar="PATH",
+                   help="a folder or zip with labels.csv (file,label), read through the "
+                        "worker's own path instead of MNIST")
+    p.add_argument("--part", choices=["test", "calibration", "train", "all"], default="test",
+                   help="with --data-set: which part of a known real set (training/labelled.py); "
+                        "any other set is read whole")
     p.add_argument("--json", action="store_true", help="end with one JSON object")
     p.set_defaults(func=cmd_evaluate)
 
@@ -43,7 +51,8 @@ def cmd_train(args) -> int:
     if args.epochs is not None:
         recipe.epochs = args.epochs
     weights = args.out / f"{args.name}.safetensors"
-    meta = train_and_save(_data_dir(args.data), weights, recipe, limit=args.limit)
+    meta = train_and_save(_data_dir(args.data), weights, recipe, limit=args.limit,
+                          init=args.init)
     print(f"trained in {meta['training_seconds']:.0f} s on {meta['train_size']} digits "
           f"(validation accuracy {meta['validation_accuracy']:.4f})")
     print(f"test accuracy {meta['test_accuracy']:.4%} ({meta['test_errors']} errors "
@@ -52,7 +61,33 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_evaluate_data_set(args) -> int:
+    from shared.settings import get_settings
+    from training.labelled import DataSetError, load
+    from training.realeval import evaluate_data_set, format_report, select_part
+    from worker.inference import Predictor
+    from worker.processing import classify
+
+    settings = get_settings()
+    try:
+        data = select_part(load(args.data_set), args.part)
+    except DataSetError as exc:
+        print(f"digits evaluate: {exc}")
+        return 2
+    predictor = Predictor(args.model or settings.model_path, "cpu", settings.max_batch_size)
+    report = evaluate_data_set(data, lambda blobs: classify(blobs, predictor),
+                               float(predictor.meta.get("review_threshold", 0.0)),
+                               settings.chunk_size)
+    report["model_version"] = predictor.version
+    print(format_report(report, args.part))
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
 def cmd_evaluate(args) -> int:
+    if args.data_set is not None:
+        return cmd_evaluate_data_set(args)
     from shared import artifact
     from training.data import test_tensors
     from training.evaluate import evaluate, format_confusion

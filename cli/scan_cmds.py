@@ -23,7 +23,8 @@ def cmd_calibrate(args) -> int:
 
     weights = args.model or get_settings().model_path
     model, meta = artifact.load(weights)
-    fitted = fit(model, meta, _data_dir(args.data))
+    real_dir = get_settings().real_data_dir
+    fitted = fit(model, meta, _data_dir(args.data), real_dir if real_dir.is_dir() else None)
     report = fitted["report"]
     meta = write(Path(weights), fitted)
     print(f"review_threshold {meta['review_threshold']:.4f}, "
@@ -31,10 +32,12 @@ def cmd_calibrate(args) -> int:
           f"max clutter {meta['no_digit_max_clutter']:.3f}, "
           f"max ink fraction {meta['no_digit_max_ink_fraction']:.3f}, "
           f"max pen width {meta['no_digit_max_pen']:.2f}x MNIST's")
-    print(f"on {report['digits']} validation digits drawn as scans: "
-          f"{report['flagged_share']:.2%} flagged, unflagged error rate "
-          f"{report['unflagged_error_rate']:.3%}, {report['digits_refused_as_no_digit']:.2%} "
-          f"refused as no_digit; {report['non_digits_refused']:.2%} of {report['non_digits']} "
-          f"non-digit images refused {report['non_digits_refused_by_kind']}")
+    for name, r in report["digits"].items():
+        print(f"  {name:<20} {r['n']:>5} digits: {r['flagged_share']:.2%} flagged, unflagged "
+              f"error rate {r['unflagged_error_rate']:.3%}, {r['refused_as_no_digit']:.2%} "
+              f"refused as no_digit")
+    others = report["non_digits"]
+    print(f"  non-digits: {others['refused']:.2%} of {others['n']} refused "
+          f"{others['refused_by_kind']}")
     print(f"wrote {artifact.metadata_path(Path(weights))}")
     return 0

@@ -360,6 +360,9 @@ def evaluate_scans(model, meta: dict, data_dir, size: int = EVAL_SIZE,
                     1.0)
     verdicts = _verdicts(prepared, probs, meta)
     report = summarise(variants, probs, verdicts, labels, clean)
+    from training.forms import evaluate_forms
+
+    report["forms"] = evaluate_forms(model, meta, test.images, test.labels, seed)
     report.update(n=len(variants), seed=seed, model_version=meta.get("version"),
                   prepare_ms=round(per_image * 1000, 3),
                   seconds=round(time.perf_counter() - start, 1))
@@ -375,8 +378,8 @@ def summarise(variants, probs, verdicts, labels, clean) -> dict:
     flagged = np.array([v is not None and v.needs_review for v in verdicts])
     accepted = ~refused & ~no_digit & ~flagged
     per_family = defaultdict(list)
-    for v, ok in zip(variants, correct, strict=True):
-        per_family[v.family].append(bool(ok))
+    for v, ok, nd, fl in zip(variants, correct, no_digit, flagged, strict=True):
+        per_family[v.family].append((bool(ok), bool(nd), bool(fl)))
     return {
         "accuracy": float(correct.mean()),
         "errors": int((~correct).sum()),
@@ -387,7 +390,9 @@ def summarise(variants, probs, verdicts, labels, clean) -> dict:
         "refused": int(refused.sum()),
         "unflagged_share": float(accepted.mean()),
         "unflagged_error_rate": float((~correct[accepted]).mean()) if accepted.any() else 0.0,
-        "per_family": {k: {"n": len(v), "accuracy": round(float(np.mean(v)), 4)}
+        "per_family": {k: {"n": len(v), "accuracy": round(float(np.mean([o[0] for o in v])), 4),
+                           "no_digit": round(float(np.mean([o[1] for o in v])), 4),
+                           "needs_review": round(float(np.mean([o[2] for o in v])), 4)}
                        for k, v in sorted(per_family.items())},
     }
 
@@ -404,5 +409,10 @@ def format_report(r: dict) -> str:
         "per family:",
     ]
     for name, f in r["per_family"].items():
-        lines.append(f"  {name:<14} {f['n']:>5}  {f['accuracy']:.2%}")
+        lines.append(f"  {name:<14} {f['n']:>5}  {f['accuracy']:.2%}  no_digit "
+                     f"{f['no_digit']:.2%}  review {f['needs_review']:.2%}")
+    if "forms" in r:
+        from training.forms import format_forms
+
+        lines += format_forms(r["forms"], r["clean_accuracy"])
     return "\n".join(lines)
