@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from api.errors import ApiError
 from api.uploads import Upload
 from shared import db, dispatch, jobstate, logs, metrics
-from shared.models import Item, ItemStatus, Job, JobStatus, new_job_id
+from shared.models import Item, ItemStatus, Job, JobAdd, JobStatus, new_job_id
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -101,16 +101,43 @@ def create_job(celery: Celery, owner: str, uploads: list[Upload], open_: bool,
     return job.id, True
 
 
-def add_images(celery: Celery, owner: str, job_id: str, uploads: list[Upload]) -> int:
-    with db.session() as s:
-        job = get_job(s, owner, job_id)
-        if not job.open or job.status in JobStatus.FINAL:
-            raise ApiError(409, "job_sealed",
-                           f"job {job_id} is {'sealed' if not job.open else job.status}; "
-                           "create a new job or create it with open=true")
-        ids = _insert_items(s, job, uploads)
+def _replayed_add(session: Session, job_id: str, key: str | None) -> int | None:
+    if not key:
+        return None
+    return session.scalar(select(JobAdd.added).where(JobAdd.job_id == job_id,
+                                                     JobAdd.idempotency_key == key))
+
+
+def add_images(celery: Celery, owner: str, job_id: str, uploads: list[Upload],
+               idempotency_key: str | None = None) -> tuple[int, bool]:
+    """Returns (files added, replayed). An add whose Idempotency-Key this job has seen
+    already adds nothing and answers as the first one did, even once the job is sealed:
+    the key is stored in the transaction that stores the images, so they landed."""
+    try:
+        with db.session() as s:
+            job = get_job(s, owner, job_id)
+            replayed = _replayed_add(s, job_id, idempotency_key)
+            if replayed is not None:
+                return replayed, True
+            if not job.open or job.status in JobStatus.FINAL:
+                raise ApiError(409, "job_sealed",
+                               f"job {job_id} is {'sealed' if not job.open else job.status}; "
+                               "create a new job or create it with open=true")
+            if idempotency_key:
+                # First, so that a concurrent add with the same key waits or fails here.
+                s.add(JobAdd(job_id=job_id, idempotency_key=idempotency_key,
+                             added=len(uploads)))
+                s.flush()
+            ids = _insert_items(s, job, uploads)
+    except IntegrityError:
+        # Two adds with one key raced; the other one's images landed.
+        with db.session() as s:
+            replayed = _replayed_add(s, job_id, idempotency_key)
+        if replayed is None:
+            raise
+        return replayed, True
     _queue(celery, ids)
-    return len(uploads)
+    return len(uploads), False
 
 
 def seal(owner: str, job_id: str) -> None:

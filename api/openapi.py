@@ -199,7 +199,12 @@ PATHS = {
     "/api/v1/jobs/{job_id}/images": {
         "post": _op("Add images to an open job",
                     {"202": _resp("Images added", "AddedImages"), **ERRORS},
-                    parameters=[JOB_ID], requestBody=UPLOAD),
+                    parameters=[JOB_ID, {
+                        "name": "Idempotency-Key", "in": "header", "required": False,
+                        "schema": {"type": "string", "maxLength": 200},
+                        "description": "One per batch: a retried add with the same key "
+                                       "adds nothing more and answers as the first did"}],
+                    requestBody=UPLOAD),
     },
     "/api/v1/jobs/{job_id}/seal": {
         "post": _op("Seal an open job: no more images", {"200": _resp("The job", "Job"),

@@ -87,8 +87,11 @@ def get_job(job_id: str):
 
 @bp.post("/jobs/<job_id>/images")
 def add_images(job_id: str):
-    added = svc.add_images(_celery(), owner(), job_id, _uploads())
-    return jsonify({"job": _job_body(job_id), "added": added}), 202
+    key = request.headers.get("Idempotency-Key")
+    added, replayed = svc.add_images(_celery(), owner(), job_id, _uploads(),
+                                     key[:200] if key else None)
+    headers = {"Idempotent-Replayed": "true"} if replayed else {}
+    return jsonify({"job": _job_body(job_id), "added": added}), 202, headers
 
 
 @bp.post("/jobs/<job_id>/seal")

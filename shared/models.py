@@ -78,6 +78,20 @@ class Job(Base):
     __table_args__ = (UniqueConstraint("owner", "idempotency_key", name="uq_jobs_idempotency"),)
 
 
+class JobAdd(Base):
+    """One add of images to an open job, by its Idempotency-Key: a retried add (the
+    connection broke before the answer came) finds its key here and lands once. Scoped
+    to the job, and so to the owner that may touch it."""
+
+    __tablename__ = "job_adds"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    added: Mapped[int] = mapped_column(Integer)  # files in the request, as first answered
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Item(Base):
     __tablename__ = "items"
 
