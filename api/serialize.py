@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from shared import csvsafe
 from shared.models import Item, ItemStatus, Job
 
 PREFIX = "/api/v1"
@@ -68,5 +69,7 @@ CSV_COLUMNS = ["id", "filename", "status", "digit", "confidence", "needs_review"
 def csv_row(i: Item) -> list:
     probs = i.probabilities or [None] * 10
     conf = None if i.confidence is None else f"{i.confidence:.6f}"
-    return [i.id, i.filename, i.status, i.digit, conf, str(bool(i.needs_review)).lower(),
-            i.error, *(None if p is None else f"{p:.6f}" for p in probs)]
+    # Filenames and errors come from the uploader: neutralised against spreadsheet formulas.
+    return [i.id, csvsafe.cell(i.filename), i.status, i.digit, conf,
+            str(bool(i.needs_review)).lower(), csvsafe.cell(i.error),
+            *(None if p is None else f"{p:.6f}" for p in probs)]

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cli.main import UserError
+from shared import csvsafe
 from shared.formats import skipped_in_zip
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -325,7 +326,8 @@ def write_csv(out: Path, rows: list[dict]) -> None:
         with out.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
             writer.writeheader()
-            writer.writerows(rows)
+            # Paths and errors are text a spreadsheet must not run (shared/csvsafe.py).
+            writer.writerows({k: csvsafe.cell(v) for k, v in r.items()} for r in rows)
     except OSError as exc:
         raise UserError(f"cannot write {out}: {exc.strerror}") from None
 

@@ -145,3 +145,25 @@ def test_an_unfinished_item_has_its_image_but_no_thumbnail_yet(client):
     assert other.status_code == 404 and other.json["error"]["code"] == "job_not_found"
     missing = client.get(f"/api/v1/jobs/{job['id']}/items/{item['id'] + 1}/thumbnail")
     assert missing.status_code == 404 and missing.json["error"]["code"] == "item_not_found"
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_neutralised_and_json_stays_exact(client):
+    import csv
+
+    from tests.conftest import mnist_png_bytes
+
+    _, data, _ = mnist_png_bytes(0, 1)[0]
+    from shared.csvsafe import cell
+
+    # A CR cannot travel in a multipart filename; the rule covers it all the same.
+    assert cell("\rx.png") == "'\rx.png" and cell(7) == 7
+    names = ["=cmd|' /C calc'!A0.png", "+1.png", "-2.png", "@SUM(A1).png", "\tx.png",
+             "plain.png"]
+    files = [(io.BytesIO(data), name) for name in names]
+    job = client.post("/api/v1/jobs", data={"files": files},
+                      content_type="multipart/form-data").json
+    items = client.get(f"/api/v1/jobs/{job['id']}/results").json["data"]
+    assert [i["filename"] for i in items] == names  # JSON: exactly as uploaded
+    body = client.get(f"/api/v1/jobs/{job['id']}/results?format=csv").get_data(as_text=True)
+    rows = list(csv.DictReader(io.StringIO(body, newline="")))
+    assert [r["filename"] for r in rows] == ["'" + n for n in names[:-1]] + ["plain.png"]

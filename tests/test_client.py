@@ -187,6 +187,25 @@ def test_csv_rows_end_with_the_review_flag(tmp_path):
     assert CSV_COLUMNS[-1] == "needs_review"
 
 
+def test_csv_cells_a_spreadsheet_would_run_are_neutralised(tmp_path):
+    from cli.client_cmds import result_rows, write_csv
+
+    names = ["=cmd|' /C calc'!A0.png", "+1.png", "-2.png", "@x.png", "\tx.png", "\rx.png"]
+
+    class Results:
+        def iter_results(self, job_id):
+            for name in names:
+                yield {"filename": name, "digit": None, "confidence": None,
+                       "status": "failed", "error": "=HYPERLINK(1)", "needs_review": False}
+
+    out = tmp_path / "out.csv"
+    write_csv(out, result_rows(Results(), "job_x", PathMap([])))
+    with out.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["path"] for r in rows] == ["'" + n for n in names]
+    assert {r["error"] for r in rows} == {"'=HYPERLINK(1)"}
+
+
 # --- a server that is down ------------------------------------------------------------
 
 
