@@ -36,10 +36,12 @@ def create_app(test_config: dict | None = None) -> Flask:
         routes_jobs,
         routes_ops,
         routes_predict,
+        security,
     )
 
     errors.register(app)
     observability.register(app)
+    security.register(app)
     for module in (routes_jobs, routes_predict, routes_health, routes_ops, openapi, pages):
         app.register_blueprint(module.bp)
     app.json.sort_keys = False

@@ -167,3 +167,27 @@ def test_csv_cells_a_spreadsheet_would_run_are_neutralised_and_json_stays_exact(
     body = client.get(f"/api/v1/jobs/{job['id']}/results?format=csv").get_data(as_text=True)
     rows = list(csv.DictReader(io.StringIO(body, newline="")))
     assert [r["filename"] for r in rows] == ["'" + n for n in names[:-1]] + ["plain.png"]
+
+
+def test_readyz_says_what_is_wrong_without_leaking_connection_strings(use_database, sqlite_url,
+                                                                     monkeypatch):
+    from shared import db
+    from shared.settings import get_settings
+    from tests.test_client import closed_port
+
+    use_database(sqlite_url, DIGITS_REDIS_URL=f"redis://:s3cret-pw@127.0.0.1:{closed_port()}/0")
+    client = create_app({"TESTING": True}).test_client()
+    monkeypatch.setenv("DIGITS_DATABASE_URL",
+                       f"postgresql+psycopg://digits:s3cret-pw@127.0.0.1:{closed_port()}/digits")
+    get_settings.cache_clear()
+    db.reset()
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.json["status"] == "not_ready"
+    checks = ready.json["checks"]
+    assert checks["database"].startswith("error: the database did not answer (")
+    assert checks["redis"].startswith("error: Redis did not answer (")
+    assert checks["workers"] == "skipped"
+    body = ready.get_data(as_text=True)
+    for secret in ("s3cret", "127.0.0.1", "digits:", "postgresql", "redis://"):
+        assert secret not in body
+    assert client.get("/healthz").json == {"status": "ok"}

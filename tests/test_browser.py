@@ -64,6 +64,9 @@ def page(browser, live_stack):
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # The pages run under a Content-Security-Policy: anything it blocks is a failure too.
+    page.on("console", lambda msg: errors.append(msg.text)
+            if "Content Security Policy" in msg.text else None)
     try:
         yield page
     finally:

@@ -56,3 +56,20 @@ def test_every_form_control_has_a_label():
         for tag, attrs in re.findall(r"<(input|select|textarea)\b([^>]*)>", html):
             control = re.search(r'id="([^"]+)"', attrs)
             assert control and control.group(1) in labelled, f"{name}: <{tag}{attrs}>"
+
+
+@pytest.mark.parametrize("path", [*PAGES, "/api/v1/jobs", "/static/js/api.js"])
+def test_pages_and_the_api_send_a_policy_without_inline_script_and_no_framing(client, path):
+    headers = client.get(path).headers
+    policy = dict(d.strip().split(" ", 1) for d in headers["Content-Security-Policy"].split(";"))
+    assert policy["script-src"] == "'self'" and "unsafe" not in headers["Content-Security-Policy"]
+    assert policy["frame-ancestors"] == "'none'" and policy["object-src"] == "'none'"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["X-Frame-Options"] == "DENY"
+
+
+def test_no_page_carries_inline_script_or_style():
+    for html in STATIC.glob("*.html"):
+        text = html.read_text()
+        assert not re.search(r"<script(?![^>]*\bsrc=)", text), html.name
+        assert not re.search(r"\son[a-z]+=|\sstyle=|<style", text), html.name
