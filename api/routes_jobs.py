@@ -27,9 +27,11 @@ def owner() -> str:
 
 def _uploads():
     files = [f for key in request.files for f in request.files.getlist(key)]
-    # A zip may expand to at most 4x the request limit: enough for PNG scans, not a bomb.
-    return collect(files, get_settings().max_image_bytes,
-                   4 * current_app.config["MAX_CONTENT_LENGTH"])
+    # The zips of a request may expand to at most 4x the request limit, together: enough
+    # for PNG scans, not a bomb; and hold at most max_zip_members members, together.
+    settings = get_settings()
+    return collect(files, settings.max_image_bytes, 4 * current_app.config["MAX_CONTENT_LENGTH"],
+                   settings.max_zip_members)
 
 
 def _flag(name: str) -> bool | None:

@@ -46,35 +46,124 @@ def check(filename: str, content: bytes, max_bytes: int) -> Upload:
     return Upload(filename, content)
 
 
-def expand_zip(name: str, content: bytes, max_bytes: int, max_total: int) -> Iterator[Upload]:
+# Archive formats by magic bytes: an archive inside an archive is not expanded.
+_ARCHIVE_MAGIC = {ZIP_MAGIC: "zip", b"PK\x05\x06": "zip", b"\x1f\x8b": "gzip",
+                  b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"7z\xbc\xaf\x27\x1c": "7z",
+                  b"Rar!\x1a\x07": "rar", b"\x28\xb5\x2f\xfd": "zstd"}
+_READABLE = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated"}
+
+
+@dataclass
+class Budget:
+    """What the zips of one request may still expand to, in bytes and in members: the
+    caps hold per request, not per zip, so many small bombs cost as much as one."""
+
+    bytes_left: int
+    members_left: int
+
+    def take(self, name: str, members: int, size: int) -> None:
+        if members > self.members_left:
+            raise ApiError(413, "request_too_large",
+                           f"{name}: the zips of one request may hold at most "
+                           f"{self.members_left:,} more members; send "
+                           "large archives in several requests")
+        if size > self.bytes_left:
+            raise ApiError(413, "request_too_large",
+                           f"{name}: the zips of one request may expand to at most "
+                           f"{self.bytes_left:,} more bytes")
+        self.members_left -= members
+        self.bytes_left -= size
+
+
+def _entry_count(content: bytes) -> int | None:
+    """The member count the archive's end record declares, read before any member's
+    header is parsed: 100,000 entries are refused without 100,000 objects."""
     try:
-        archive = zipfile.ZipFile(io.BytesIO(content))
-        members = [m for m in archive.infolist() if not skipped_in_zip(m.filename)]
-    except zipfile.BadZipFile as exc:
-        yield Upload(name, b"", ItemStatus.FAILED, f"corrupt: bad zip archive ({exc})")
+        end = zipfile._EndRecData(io.BytesIO(content))  # private, stable since Python 2
+    except OSError:
+        return None
+    return None if not end else end[zipfile._ECD_ENTRIES_TOTAL]
+
+
+@dataclass
+class _Opened:
+    """A zip whose central directory was read and whose members were counted against
+    the request's budget, nothing expanded yet; or the one failed item it became."""
+
+    name: str
+    content: bytes
+    members: list[zipfile.ZipInfo]
+    failed: Upload | None = None
+
+
+def _open_zip(name: str, content: bytes, max_bytes: int, budget: Budget) -> _Opened:
+    declared = _entry_count(content)
+    if declared is not None:
+        budget.take(name, declared, 0)
+    try:
+        entries = zipfile.ZipFile(io.BytesIO(content)).infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as exc:
+        return _Opened(name, content, [],
+                       Upload(name, b"", ItemStatus.FAILED, f"corrupt: bad zip archive ({exc})"))
+    if declared is None or len(entries) > declared:
+        budget.take(name, len(entries) - (declared or 0), 0)
+    members = [m for m in entries if not skipped_in_zip(m.filename)]
+    # Declared sizes are what a member may expand to: the reader stops one byte past it.
+    # Members refused unread count too: an archive that claims that much is refused whole.
+    budget.take(name, 0, sum(m.file_size for m in members))
+    return _Opened(name, content, members)
+
+
+def _expand(opened: _Opened, max_bytes: int) -> Iterator[Upload]:
+    if opened.failed:
+        yield opened.failed
         return
-    if sum(m.file_size for m in members) > max_total:
-        raise ApiError(413, "request_too_large",
-                       f"{name} expands to more than {max_total:,} bytes")
-    for member in members:
-        if member.file_size > max_bytes:
-            yield Upload(member.filename, b"", ItemStatus.FAILED,
-                         f"too_large: {member.file_size:,} bytes, more than {max_bytes:,}")
+    for member in opened.members:
+        failed = _refused(member, max_bytes)
+        if failed:
+            yield Upload(member.filename, b"", ItemStatus.FAILED, failed)
             continue
         try:
-            data = _member_bytes(archive, content, member)
-        except (zipfile.BadZipFile, OSError, RuntimeError) as exc:
+            data = _member_bytes(opened.content, member)
+        except (zipfile.BadZipFile, zlib.error) as exc:
             yield Upload(member.filename, b"", ItemStatus.FAILED, f"corrupt: {exc}")
+            continue
+        kind = next((k for magic, k in _ARCHIVE_MAGIC.items() if data.startswith(magic)), None)
+        if kind:
+            yield Upload(member.filename, b"", ItemStatus.FAILED,
+                         f"nested_archive: a {kind} archive inside {opened.name}; archives "
+                         "inside archives are not expanded, send it on its own")
             continue
         yield check(member.filename, data, max_bytes)
 
 
-def _member_bytes(archive: zipfile.ZipFile, content: bytes, member: zipfile.ZipInfo) -> bytes:
-    """A stored (uncompressed) member is sliced straight out of the upload, its size and
-    CRC checked as zipfile checks them: the client packs plain files that way, and
-    zipfile's reader costs several times more per member. Anything else goes through it."""
-    if member.compress_type != zipfile.ZIP_STORED or member.flag_bits & 0x1:  # 0x1: encrypted
-        return archive.read(member)
+def expand_zip(name: str, content: bytes, max_bytes: int,
+               budget: Budget | int) -> Iterator[Upload]:
+    """One zip's members as uploads (stored or deflated only, read with a bounded reader),
+    within `budget` (a Budget shared by the request's zips, or a byte cap of its own)."""
+    if isinstance(budget, int):
+        budget = Budget(budget, 1 << 62)
+    yield from _expand(_open_zip(name, content, max_bytes, budget), max_bytes)
+
+
+def _refused(member: zipfile.ZipInfo, max_bytes: int) -> str | None:
+    if member.flag_bits & 0x1:
+        return "unsupported_zip: the member is encrypted"
+    if member.compress_type not in _READABLE:
+        return (f"unsupported_zip: compression method {member.compress_type} "
+                f"({zipfile.compressor_names.get(member.compress_type, 'unknown')}); "
+                "only stored or deflated members are read")
+    if member.file_size > max_bytes:
+        return f"too_large: {member.file_size:,} bytes, more than {max_bytes:,}"
+    return None
+
+
+def _member_bytes(content: bytes, member: zipfile.ZipInfo) -> bytes:
+    """A member's bytes, read straight out of the upload and never past its declared
+    size: stored members are sliced (the client packs plain files that way, and
+    zipfile's reader costs several times more per member), deflated ones inflated with
+    a cap of one byte more than declared, so a member that lies about its size is
+    caught without expanding it. Size and CRC are checked as zipfile checks them."""
     try:
         magic, name_len, extra_len = LOCAL_HEADER.unpack_from(content, member.header_offset)
     except struct.error:
@@ -82,19 +171,38 @@ def _member_bytes(archive: zipfile.ZipFile, content: bytes, member: zipfile.ZipI
     if magic != ZIP_MAGIC:
         raise zipfile.BadZipFile(f"{member.filename}: bad local file header")
     start = member.header_offset + LOCAL_HEADER.size + name_len + extra_len
-    data = content[start : start + member.file_size]
+    if member.compress_type == zipfile.ZIP_STORED:
+        data = content[start : start + member.file_size]
+    else:
+        inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+        data = inflate.decompress(content[start : start + member.compress_size],
+                                  member.file_size + 1)
+    if len(data) > member.file_size:
+        raise zipfile.BadZipFile(f"{member.filename}: expands past its declared "
+                                 f"{member.file_size:,} bytes")
     if len(data) != member.file_size or zlib.crc32(data) != member.CRC:
         raise zipfile.BadZipFile(f"{member.filename}: bad CRC-32 or truncated data")
     return data
 
 
-def collect(files: list[FileStorage], max_bytes: int, max_total: int) -> list[Upload]:
-    uploads: list[Upload] = []
+def collect(files: list[FileStorage], max_bytes: int, max_total: int,
+            max_members: int = 1 << 62) -> list[Upload]:
+    """Every upload of a request. Every zip's directory is read and counted against one
+    budget for the request before any member is expanded: a request past the caps is a
+    413 without a byte inflated."""
+    budget = Budget(max_total, max_members)
+    parts: list[Upload | _Opened] = []
     for storage in files:
         name = storage.filename or storage.name or "upload"
         content = storage.read()
         if content.startswith(ZIP_MAGIC):
-            uploads.extend(expand_zip(name, content, max_bytes, max_total))
+            parts.append(_open_zip(name, content, max_bytes, budget))
         else:
-            uploads.append(check(name, content, max_bytes))
+            parts.append(check(name, content, max_bytes))
+    uploads: list[Upload] = []
+    for part in parts:
+        if isinstance(part, _Opened):
+            uploads.extend(_expand(part, max_bytes))
+        else:
+            uploads.append(part)
     return uploads

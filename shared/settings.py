@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(default=40_000_000, ge=1)
     max_form_parts: int = Field(default=2000, ge=10)
+    max_zip_members: int = Field(
+        default=10_000, ge=1,
+        description="Members that the zips of one request may hold together (clients "
+                    "send at most 500 files a request); past it the request is a 413.")
     predict_timeout_s: float = Field(default=10.0, gt=0)
     page_size: int = Field(default=100, ge=1, le=1000)
 
@@ -72,6 +76,11 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(default=600, ge=10)
     reconcile_after_s: int = Field(default=120, ge=1)
     reconcile_every_s: int = Field(default=30, ge=1)
+    client_retry_minutes: float = Field(
+        default=10.0, ge=0,
+        description="How long `digits submit` and the other client commands keep retrying "
+                    "one request through connection errors, 429 and 5xx answers (one outage) "
+                    "before giving up; the job stays open and resumable.")
 
     # --- operations: metrics, logs, events (docs/operations.md) ---------------
     metrics: bool = Field(
