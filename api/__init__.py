@@ -28,6 +28,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     logs.configure(settings.log_format, logging.INFO)
 
     from api import (
+        auth,
         errors,
         observability,
         openapi,
@@ -42,7 +43,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     errors.register(app)
     observability.register(app)
     security.register(app)
-    for module in (routes_jobs, routes_predict, routes_health, routes_ops, openapi, pages):
+    auth.register(app)
+    for module in (routes_jobs, routes_predict, routes_health, routes_ops, openapi, pages,
+                   auth):
         app.register_blueprint(module.bp)
     app.json.sort_keys = False
     app.json.compact = True

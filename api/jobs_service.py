@@ -26,9 +26,10 @@ from shared.settings import get_settings
 log = logging.getLogger(__name__)
 
 
-def get_job(session: Session, owner: str, job_id: str) -> Job:
+def get_job(session: Session, owner: str | None, job_id: str) -> Job:
+    """The job, if `owner` (an account; None: an admin, any account) may see it."""
     job = session.get(Job, job_id)
-    if job is None or job.owner != owner:
+    if job is None or (owner is not None and job.owner != owner):
         raise ApiError(404, "job_not_found", f"no job {job_id!r}")
     return job
 
@@ -212,12 +213,13 @@ def item_file(session: Session, owner: str, job_id: str, item_id: int,
     return row[0], row[1]
 
 
-def list_jobs(session: Session, owner: str, cursor: str | None, limit: int) -> list[Job]:
-    """Newest first, keyset-paginated on (created_at, id)."""
-    query = select(Job).where(Job.owner == owner)
+def list_jobs(session: Session, owner: str | None, cursor: str | None,
+              limit: int) -> list[Job]:
+    """Newest first, keyset-paginated on (created_at, id); every account's for None."""
+    query = select(Job) if owner is None else select(Job).where(Job.owner == owner)
     if cursor:
         anchor = session.get(Job, cursor)
-        if anchor is None or anchor.owner != owner:
+        if anchor is None or (owner is not None and anchor.owner != owner):
             raise ApiError(400, "bad_cursor", "the cursor is not one this server gave out")
         query = query.where(tuple_(Job.created_at, Job.id) < (anchor.created_at, anchor.id))
     return list(session.scalars(query.order_by(Job.created_at.desc(), Job.id.desc())

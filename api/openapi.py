@@ -138,6 +138,12 @@ SCHEMAS = {
                                        "per_s": {"type": "number", "minimum": 0}}}}}},
         },
     },
+    "Session": {"type": "object",
+                "required": ["account", "admin", "signed_in", "auth", "csrf_token"],
+                "properties": {"account": {"type": "string"}, "admin": {"type": "boolean"},
+                               "signed_in": {"type": "boolean"},
+                               "auth": {"enum": ["open", "required"]},
+                               "csrf_token": NULLABLE_STR}},
     "Health": {"type": "object", "required": ["status"],
                "properties": {"status": {"type": "string"},
                               "checks": {"type": "object",
@@ -172,13 +178,13 @@ BINARY = {"type": "string", "format": "binary"}
 NO_FILE = _resp("Unknown job or item (item_not_found), or none stored for it "
                 "(image_not_available: pending, failed, cancelled, or classified before "
                 "these were kept)", "Error")
-OWNER = {"name": "X-Digits-Owner", "in": "header", "required": False,
-         "schema": {"type": "string"}, "description": "Owner of the jobs (default anonymous)."}
+UNAUTHORIZED = _resp("No API key, or an unknown or revoked one (DIGITS_AUTH=required)",
+                     "Error")
 
 
 def _op(summary: str, responses: dict, **extra) -> dict:
-    return {"summary": summary, "parameters": [OWNER, *extra.pop("parameters", [])],
-            "responses": responses, **extra}
+    return {"summary": summary, "parameters": extra.pop("parameters", []),
+            "responses": {**responses, "401": UNAUTHORIZED}, **extra}
 
 
 PATHS = {
@@ -284,6 +290,20 @@ PATHS = {
                               "404": _resp("Metrics are off (DIGITS_METRICS=false)",
                                            "Error")}},
     },
+    "/api/v1/session": {
+        "post": {"summary": "Sign a web page in with an API key (an HttpOnly session cookie)",
+                 "security": [],
+                 "requestBody": {"content": {"application/json": {"schema": {
+                     "type": "object", "required": ["key"],
+                     "properties": {"key": {"type": "string"}}}}}},
+                 "responses": {"200": _resp("Signed in", "Session"),
+                               "400": _resp("No key sent", "Error"), "401": UNAUTHORIZED}},
+        "get": {"summary": "Who is calling, and the CSRF token a signed-in page sends",
+                "responses": {"200": _resp("The caller", "Session"), "401": UNAUTHORIZED}},
+        "delete": {"summary": "Sign out", "responses": {"200": {
+            "description": "Signed out", "content": {"application/json": {"schema": {
+                "type": "object"}}}}}},
+    },
     "/healthz": {"get": {"summary": "The process is up",
                          "responses": {"200": _resp("Up", "Health")}}},
     "/readyz": {"get": {"summary": "Database, Redis and a worker answer",
@@ -297,7 +317,14 @@ DOCUMENT = {
              "description": "Bulk handwritten-digit recognition. Submit images as jobs, poll "
                             "them, page through the results."},
     "paths": PATHS,
-    "components": {"schemas": SCHEMAS},
+    "components": {"schemas": SCHEMAS, "securitySchemes": {
+        "apiKey": {"type": "http", "scheme": "bearer",
+                   "description": "An API key from `digits keys create`"},
+        "session": {"type": "apiKey", "in": "cookie", "name": "digits_session",
+                    "description": "A signed-in page; state-changing calls send X-CSRF-Token"},
+    }},
+    # Open local stacks (DIGITS_AUTH=open) take calls without either, as the `local` account.
+    "security": [{"apiKey": []}, {"session": []}, {}],
 }
 
 

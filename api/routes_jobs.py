@@ -7,8 +7,8 @@ import io
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from api import auth, serialize
 from api import jobs_service as svc
-from api import serialize
 from api.errors import ApiError
 from api.uploads import collect
 from shared import db, jobstate
@@ -18,11 +18,10 @@ from shared.settings import get_settings
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1")
 
-OWNER_HEADER = "X-Digits-Owner"  # until authentication lands, the caller names itself
-
-
-def owner() -> str:
-    return (request.headers.get(OWNER_HEADER) or "anonymous").strip()[:200] or "anonymous"
+def owner() -> str | None:
+    """The account whose jobs the caller may touch (api/auth.py); None for an admin key,
+    which sees every account's. New jobs belong to the caller's own account."""
+    return auth.scope()
 
 
 def _uploads():
@@ -58,7 +57,7 @@ def _celery():
 @bp.post("/jobs")
 def create_job():
     key = request.headers.get("Idempotency-Key")
-    job_id, created = svc.create_job(_celery(), owner(), _uploads(), bool(_flag("open")),
+    job_id, created = svc.create_job(_celery(), auth.owner(), _uploads(), bool(_flag("open")),
                                      key[:200] if key else None,
                                      current_app.config.get("MODEL_VERSION"))
     body = _job_body(job_id)

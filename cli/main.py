@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "cli.scan_cmds",
     "cli.service_cmds",
     "cli.client_cmds",
+    "cli.keys_cmds",
 )
 
 

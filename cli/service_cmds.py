@@ -57,8 +57,33 @@ def cmd_up(args) -> int:
     return up(args.workers, args.host, args.port, get_settings().state_dir)
 
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost", "[::1]")
+
+
+def auth_mode(host: str) -> str:
+    """DIGITS_AUTH for an API bound to `host`: as set, or under `auto` open only when it
+    listens on loopback (one local user), required anywhere else."""
+    from shared.settings import get_settings
+
+    mode = get_settings().auth
+    if mode != "auto":
+        return mode
+    return "open" if host in LOOPBACK or host.startswith("127.") else "required"
+
+
+def auth_notice(host: str) -> str:
+    if auth_mode(host) == "open":
+        return ("API keys: open (DIGITS_AUTH=open, listening on loopback): calls without a "
+                "key act as the `local` account; set DIGITS_AUTH=required to need keys")
+    return ("API keys: required (DIGITS_AUTH=required): make one with "
+            "`digits keys create NAME [--admin]`")
+
+
 def cmd_api(args) -> int:
     from shared import metricsdir
+
+    os.environ["DIGITS_AUTH"] = auth_mode(args.host)  # the app reads it (api/auth.py)
+    print(f"digits api: {auth_notice(args.host)}", file=sys.stderr, flush=True)
 
     # Before gunicorn (this very process, after the exec) imports prometheus_client.
     metricsdir.prepare("api")

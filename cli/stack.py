@@ -109,6 +109,9 @@ class Stack:
         wait_for_port(self.port, api, "the API", deadline_s=60)
         print(f"digits up: serving http://{self.host}:{self.port}/ with {self.workers} "
               "bulk worker process(es); Ctrl-C stops everything", flush=True)
+        from cli.service_cmds import auth_notice
+
+        print(f"digits up: {auth_notice(self.host)}", flush=True)
 
     def watch(self) -> int:
         """Block until a signal or a child's death; returns the exit status."""

@@ -61,7 +61,7 @@ class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=new_job_id)
-    owner: Mapped[str] = mapped_column(String(200), default="anonymous", index=True)
+    owner: Mapped[str] = mapped_column(String(200), default="local", index=True)  # account
     status: Mapped[str] = mapped_column(String(20), default=JobStatus.QUEUED, index=True)
     # An open job takes more images until it is sealed; it cannot finish before that.
     open: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -90,6 +90,20 @@ class JobAdd(Base):
     idempotency_key: Mapped[str] = mapped_column(String(200), primary_key=True)
     added: Mapped[int] = mapped_column(Integer)  # files in the request, as first answered
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key of an account (shared.accounts): only a keyed hash of the key is kept
+    (HMAC-SHA256 with the server secret; the key itself is shown once, when made)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    account: Mapped[str] = mapped_column(String(200), index=True)
+    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class Item(Base):

@@ -97,12 +97,24 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = Field(
         default=None,
         description="When set, GET /metrics wants `Authorization: Bearer <token>`.")
+    # --- security: API keys and accounts (shared/accounts.py, README: Security) --
+    auth: Literal["auto", "open", "required"] = Field(
+        default="auto",
+        description="required: every API call needs a key (Bearer) or a signed-in page; "
+                    "open: calls without a key act as the `local` account (one local user). "
+                    "auto: open when `digits api` listens on loopback only, else required.")
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Keys API keys are hashed with (HMAC-SHA256) and session cookies signed "
+                    "with; every API replica and `digits keys` need the same one. Unset: "
+                    "made once and kept in state_dir/secret.key.")
     log_format: Literal["text", "json"] = Field(
         default="text", description="json: one JSON object a line, with request and job ids.")
     celery_events: bool = Field(
         default=False, description="Workers and senders emit Celery task events (Flower).")
 
-    @field_validator("database_url", "redis_url", "metrics_dir", "metrics_token", mode="before")
+    @field_validator("database_url", "redis_url", "metrics_dir", "metrics_token", "secret_key",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

@@ -220,6 +220,14 @@ class LiveStack:
     def post(self, path: str, **kw) -> requests.Response:
         return requests.post(self.url + path, timeout=60, **kw)
 
+    def key(self, account: str, admin: bool = False) -> dict[str, str]:
+        """A new API key of `account`, made as an operator makes one (`digits keys
+        create`), as the header that sends it."""
+        out = subprocess.run(digits_argv("keys", "create", account, *(["--admin"] * admin)),
+                             cwd=ROOT, env=self.env, capture_output=True, text=True,
+                             timeout=60, check=True)
+        return {"Authorization": f"Bearer {out.stdout.strip()}"}
+
     def wait_job(self, job_id: str, timeout: float = 120) -> dict:
         def final():
             job = self.get(f"/api/v1/jobs/{job_id}").json()

@@ -141,8 +141,9 @@ def test_an_unfinished_item_has_its_image_but_no_thumbnail_yet(client):
         assert response.status_code == 404 and response.is_json
         assert response.json["error"]["code"] == "image_not_available"
         assert "not finished" in response.json["error"]["message"]
+    # X-Digits-Owner names nobody any more (accounts come from keys: tests/test_auth.py).
     other = client.get(f"{base}/thumbnail", headers={"X-Digits-Owner": "someone-else"})
-    assert other.status_code == 404 and other.json["error"]["code"] == "job_not_found"
+    assert other.status_code == 404 and other.json["error"]["code"] == "image_not_available"
     missing = client.get(f"/api/v1/jobs/{job['id']}/items/{item['id'] + 1}/thumbnail")
     assert missing.status_code == 404 and missing.json["error"]["code"] == "item_not_found"
 

@@ -47,7 +47,13 @@ def test_an_add_retried_with_its_key_lands_once(client):
                        content_type="multipart/form-data")
     assert late.status_code == 409 and late.json["error"]["code"] == "job_sealed"
     # Somebody else's job stays invisible, key or not.
-    stranger = client.post(add, data=_files(2, 3), headers={"Idempotency-Key": "batch-1",
-                                                            "X-Digits-Owner": "mallory"},
+    from shared import accounts, db
+    from shared.settings import get_settings
+
+    with db.session() as s:  # another account's key (X-Digits-Owner is no longer read)
+        mallory, _ = accounts.create_key(s, accounts.server_secret(get_settings()), "mallory")
+    stranger = client.post(add, data=_files(2, 3),
+                           headers={"Idempotency-Key": "batch-1",
+                                    "Authorization": f"Bearer {mallory}"},
                            content_type="multipart/form-data")
     assert stranger.status_code == 404

@@ -158,16 +158,20 @@ def test_predict_refuses_what_is_not_an_image(live_stack):
 def test_unknown_job_and_owner_isolation(live_stack):
     missing = live_stack.get("/api/v1/jobs/job_doesnotexist")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "job_not_found"
+    team_a, team_b = live_stack.key("team-a"), live_stack.key("team-b")
     job = live_stack.post("/api/v1/jobs", files=files_of(mnist_png_bytes(0, 1)),
-                          headers={"X-Digits-Owner": "team-a"}).json()
-    other = live_stack.get(f"/api/v1/jobs/{job['id']}", headers={"X-Digits-Owner": "team-b"})
+                          headers=team_a).json()
+    assert job["owner"] == "team-a"
+    other = live_stack.get(f"/api/v1/jobs/{job['id']}", headers=team_b)
     assert other.status_code == 404
-    listed = live_stack.get("/api/v1/jobs", headers={"X-Digits-Owner": "team-a"}).json()
+    # Without a key, the open local stack is the `local` account: not team-a either.
+    assert live_stack.get(f"/api/v1/jobs/{job['id']}").status_code == 404
+    listed = live_stack.get("/api/v1/jobs", headers=team_a).json()
     assert [j["id"] for j in listed["data"]] == [job["id"]]
 
 
 def test_job_list_paginates(live_stack):
-    owner = {"X-Digits-Owner": f"pager-{uuid.uuid4().hex[:6]}"}
+    owner = live_stack.key(f"pager-{uuid.uuid4().hex[:6]}")
     ids = [live_stack.post("/api/v1/jobs", files=files_of(mnist_png_bytes(i, 1)),
                            headers=owner).json()["id"] for i in range(5)]
     seen, cursor = [], None
@@ -258,7 +262,7 @@ def test_results_keep_a_thumbnail_and_the_model_input(live_stack):
     assert live_stack.get(f"{base}/image").content == png[: len(png) // 2]
     # The job's owner only; unknown items are a 404 too.
     other_owner = live_stack.get(items[png_name]["links"]["thumbnail"],
-                                 headers={"X-Digits-Owner": "someone-else"})
+                                 headers=live_stack.key("someone-else"))
     assert other_owner.status_code == 404
     assert other_owner.json()["error"]["code"] == "job_not_found"
     unknown = live_stack.get(f"/api/v1/jobs/{job['id']}/items/999999999/model-input")

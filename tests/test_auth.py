@@ -1,0 +1,180 @@
+"""API keys and accounts: two accounts and an admin over every job endpoint (0 reads or
+writes across accounts), no key or a bad or revoked one is a 401 when keys are
+required, open mode is the `local` account, pages sign in into an HttpOnly SameSite
+cookie whose state-changing calls need the CSRF token, and keys never reach a log."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+
+from api import create_app
+from shared import accounts, db
+from shared.settings import get_settings
+from tests.conftest import mnist_png_bytes
+
+
+@pytest.fixture
+def app(use_database, sqlite_url, redis_db, tmp_path):
+    use_database(sqlite_url, DIGITS_REDIS_URL=redis_db, DIGITS_STATE_DIR=str(tmp_path / "state"))
+    return create_app({"TESTING": True, "DIGITS_AUTH": "required"})
+
+
+def make_key(account: str, admin: bool = False) -> tuple[str, str]:
+    with db.session() as s:
+        key, row = accounts.create_key(s, accounts.server_secret(get_settings()), account, admin)
+        return key, row.id
+
+
+def bearer(key: str) -> dict:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _png(n: int = 0):
+    name, data, _ = mnist_png_bytes(n, 1)[0]
+    return io.BytesIO(data), name
+
+
+def _create(client, headers) -> tuple[str, int]:
+    job = client.post("/api/v1/jobs", data={"files": [_png()], "open": "true"}, headers=headers,
+                      content_type="multipart/form-data")
+    assert job.status_code == 202, job.json
+    items = client.get(f"/api/v1/jobs/{job.json['id']}/results", headers=headers).json["data"]
+    return job.json["id"], items[0]["id"]
+
+
+def _calls(job: str, item: int) -> list[tuple[str, str, dict | None]]:
+    base = f"/api/v1/jobs/{job}"
+    return [
+        ("GET", base, None), ("GET", f"{base}/results", None),
+        ("GET", f"{base}/results?format=csv", None),
+        ("GET", f"{base}/items/{item}/image", None),
+        ("GET", f"{base}/items/{item}/thumbnail", None),
+        ("GET", f"{base}/items/{item}/model-input", None),
+        ("POST", f"{base}/images", {"files": [_png(1)]}),
+        ("POST", f"{base}/seal", None), ("POST", f"{base}/cancel", None),
+    ]
+
+
+def _call(client, method, path, data, headers):
+    if data is not None:
+        return client.open(path, method=method, data=data, headers=headers,
+                           content_type="multipart/form-data")
+    return client.open(path, method=method, headers=headers)
+
+
+def test_access_matrix_two_accounts_and_an_admin(app, caplog):
+    client = app.test_client()
+    alice, _ = make_key("alice")
+    bob, _ = make_key("bob")
+    admin, _ = make_key("ops", admin=True)
+    caplog.set_level(logging.DEBUG)
+
+    job, item = _create(client, bearer(alice))
+    # Another account: 404 on everything, exactly as for a job that does not exist.
+    for method, path, data in _calls(job, item):
+        response = _call(client, method, path, data, bearer(bob))
+        assert response.status_code == 404, (method, path, response.status_code)
+        assert response.json["error"]["code"] == "job_not_found", (method, path)
+    # No key, a made-up key, a malformed header: 401 with a Bearer challenge.
+    for headers in ({}, bearer("dgt_" + "x" * 43), {"Authorization": "Basic YTpi"},
+                    {"X-Digits-Owner": "alice"}):
+        for method, path, data in _calls(job, item):
+            response = _call(client, method, path, data, headers)
+            assert response.status_code == 401, (headers, method, path)
+            assert response.json["error"]["code"] == "unauthorized"
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    # Listing: each account its own; the admin every account's.
+    assert [j["id"] for j in client.get("/api/v1/jobs", headers=bearer(alice)).json["data"]] \
+        == [job]
+    assert client.get("/api/v1/jobs", headers=bearer(bob)).json["data"] == []
+    assert job in [j["id"] for j in client.get("/api/v1/jobs", headers=bearer(admin)).json["data"]]
+    # The owner and an admin: every call answers as it should for the job's state.
+    expected = [200, 200, 200, 200, 404, 404, 202, 200, 200]
+    for who in (admin, alice):
+        job, item = _create(client, bearer(alice))
+        got = [_call(client, m, p, d, bearer(who)).status_code for m, p, d in _calls(job, item)]
+        assert got == expected, who == admin
+    assert client.get(f"/api/v1/jobs/{job}", headers=bearer(alice)).json["owner"] == "alice"
+    # Bob's jobs are bob's: alice cannot see them either.
+    bobs, _ = _create(client, bearer(bob))
+    assert _call(client, "GET", f"/api/v1/jobs/{bobs}", None, bearer(alice)).status_code == 404
+    # Open endpoints stay open; the rest of /api/v1 wants a key.
+    for path in ("/healthz", "/api/v1/openapi.json"):
+        assert client.get(path).status_code in (200, 503)
+    assert client.get("/api/v1/status").status_code == 401
+    assert client.get("/api/v1/status", headers=bearer(bob)).status_code == 200
+    # Keys never reach a log line.
+    text = "\n".join(r.getMessage() + str(r.__dict__) for r in caplog.records)
+    for key in (alice, bob, admin):
+        assert key not in text and key[4:] not in text
+
+
+def test_a_revoked_key_is_refused_and_old_jobs_are_local(app):
+    client = app.test_client()
+    key, key_id = make_key("carol")
+    assert client.get("/api/v1/jobs", headers=bearer(key)).status_code == 200
+    with db.session() as s:
+        assert accounts.revoke(s, key_id).revoked_at is not None
+        assert [k.id for k in accounts.list_keys(s)] == [key_id]
+    assert client.get("/api/v1/jobs", headers=bearer(key)).status_code == 401
+    # A job made without a key on an open stack belongs to `local`: hidden from other
+    # accounts when keys are required, seen by an admin.
+    open_client = create_app({"TESTING": True, "DIGITS_AUTH": "open"}).test_client()
+    job = open_client.post("/api/v1/jobs", data={"files": [_png()]},
+                           content_type="multipart/form-data").json
+    assert job["owner"] == "local"
+    dave, _ = make_key("dave")
+    admin, _ = make_key("root", admin=True)
+    assert client.get(f"/api/v1/jobs/{job['id']}", headers=bearer(dave)).status_code == 404
+    assert client.get(f"/api/v1/jobs/{job['id']}", headers=bearer(admin)).status_code == 200
+    # Keys are kept only as keyed hashes.
+    with db.session() as s:
+        rows = accounts.list_keys(s)
+        assert all(r.key_hash not in (key, dave, admin) and len(r.key_hash) == 64 for r in rows)
+
+
+def test_pages_sign_in_into_an_httponly_samesite_cookie_with_csrf(app):
+    client = app.test_client()
+    key, key_id = make_key("erin")
+    assert client.get("/api/v1/session").status_code == 401
+    # Only JSON signs in (a cross-site form cannot send it without a preflight).
+    assert client.post("/api/v1/session", data={"key": key}).status_code == 400
+    assert client.post("/api/v1/session", json={"key": "dgt_nope"}).status_code == 401
+    signed = client.post("/api/v1/session", json={"key": key})
+    assert signed.status_code == 200 and signed.json["account"] == "erin"
+    cookie = signed.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and key not in cookie
+    csrf = signed.json["csrf_token"]
+    assert client.get("/api/v1/session").json["csrf_token"] == csrf
+    job = client.post("/api/v1/jobs", data={"files": [_png()], "open": "true"},
+                      content_type="multipart/form-data")
+    assert job.status_code == 403 and job.json["error"]["code"] == "csrf_failed"
+    job = client.post("/api/v1/jobs", data={"files": [_png()], "open": "true"},
+                      headers={"X-CSRF-Token": csrf}, content_type="multipart/form-data")
+    assert job.status_code == 202 and job.json["owner"] == "erin"
+    path = f"/api/v1/jobs/{job.json['id']}"
+    assert client.get(path).status_code == 200
+    assert client.post(f"{path}/cancel", headers={"X-CSRF-Token": "wrong"}).status_code == 403
+    assert client.post(f"{path}/cancel", headers={"X-CSRF-Token": csrf}).status_code == 200
+    with db.session() as s:
+        accounts.revoke(s, key_id)
+    assert client.get(path).status_code == 401  # a revoked key's session ends with it
+    assert client.delete("/api/v1/session").status_code == 200
+
+
+def test_open_mode_is_the_local_account_and_keys_still_work(use_database, sqlite_url, redis_db,
+                                                            tmp_path):
+    use_database(sqlite_url, DIGITS_REDIS_URL=redis_db, DIGITS_STATE_DIR=str(tmp_path / "s"))
+    client = create_app({"TESTING": True, "DIGITS_AUTH": "open"}).test_client()
+    me = client.get("/api/v1/session").json
+    assert me == {"account": "local", "admin": False, "signed_in": False, "auth": "open",
+                  "csrf_token": None}
+    key, _ = make_key("frank")
+    job = client.post("/api/v1/jobs", data={"files": [_png()]}, headers=bearer(key),
+                      content_type="multipart/form-data").json
+    assert job["owner"] == "frank"
+    assert client.get(f"/api/v1/jobs/{job['id']}").status_code == 404  # local is not frank
+    assert client.get("/api/v1/jobs", headers=bearer("dgt_bad")).status_code == 401
