@@ -19,6 +19,8 @@ DEFAULT_NO_DIGIT_THRESHOLD = 0.5
 DEFAULT_MAX_CLUTTER = 0.5  # share of the ink lying in specks and shapes away from the digit
 DEFAULT_MAX_INK_FRACTION = 0.5  # share of the page covered by ink
 DEFAULT_MAX_PEN = 4.0  # pen width over MNIST's: wider is a blob or a photo, not a stroke
+DEFAULT_MAX_PIECES = 8  # separate pieces of ink kept together: a digit has one to three
+DEFAULT_MIN_CONTRAST = 0.0  # ink-paper difference (0..1) below which ink is a texture
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,10 @@ def looks_like_no_digit(prepared: Prepared, meta: dict) -> bool:
         return True
     if prepared.pen > float(meta.get("no_digit_max_pen", DEFAULT_MAX_PEN)):
         return True
+    if prepared.contrast < float(meta.get("no_digit_min_contrast", DEFAULT_MIN_CONTRAST)):
+        return True  # faint all over: a texture or a stain more than a pen stroke
+    if prepared.pieces > int(meta.get("no_digit_max_pieces", DEFAULT_MAX_PIECES)):
+        return True  # a scatter of blobs: foliage, fabric, a patterned background
     max_ink = float(meta.get("no_digit_max_ink_fraction", DEFAULT_MAX_INK_FRACTION))
     return prepared.ink_fraction > max_ink
 

@@ -378,3 +378,15 @@ def test_degenerate_sizes_are_blank_not_errors(size):
     """One-pixel-wide images once crashed the noise estimate (an empty median)."""
     for fill in (0, 255):
         assert prepare(encode(Image.new("L", size, fill))).has_ink is False
+
+
+def test_scatter_of_blobs_and_faint_textures_are_no_digit():
+    meta = {"review_threshold": 0.9, "no_digit_threshold": 0.3, "no_digit_max_pieces": 6,
+            "no_digit_min_contrast": 0.08}
+    probs = np.eye(10)[4]
+    digit = Prepared(np.zeros((28, 28), np.float32), 0.2, True, 0.5, 0.0, 2, 1.0)
+    assert judge(digit, probs, meta).status == "done"
+    blobs = Prepared(digit.pixels, 0.2, True, 0.5, 0.0, 7, 1.0)
+    assert judge(blobs, probs, meta).status == "no_digit"
+    faint = Prepared(digit.pixels, 0.2, True, 0.05, 0.0, 1, 1.0)
+    assert judge(faint, probs, meta).status == "no_digit"

@@ -110,6 +110,11 @@ def fit(model, meta: dict, data_dir, real_dir=None) -> dict:
         "no_digit_max_ink_fraction": min(0.95, max(_upper(v, share)
                                                    for v in each("ink_fraction"))),
         "no_digit_max_pen": max(_upper(v, share) for v in each("pen")),
+        "no_digit_min_contrast": min(float(np.quantile(v, share)) for v in each("contrast"))
+        / 1.2,
+        # Whole pieces: the most any group's digits keep, but for `share` of them.
+        "no_digit_max_pieces": max(int(np.ceil(np.quantile(v, 1 - share)))
+                                   for v in each("pieces")),
         "no_digit_threshold": min(float(np.quantile(conf[inked], share))
                                   for _, conf, _, inked in scored.values()),
     }
