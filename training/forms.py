@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageFilter
 
-from training.scans import INKS, PAPERS, _colour, _encode, _page, _save
+from training.scans import INKS, PAPERS, _colour, _encode, _page, _save, edges
 
 DIGIT_FAMILIES = ("tight", "stretched", "res16", "res32", "res8", "binarised", "cheque",
                   "low_contrast")
@@ -153,16 +153,7 @@ def render_empty(kind: str, rng: np.random.Generator) -> bytes:
     if kind == "box_border":
         page = np.zeros((h, w), np.float32)
         t = int(rng.integers(1, 4))
-        sides = rng.choice(4, size=int(rng.integers(1, 5)), replace=False)
-        for side in sides:
-            if side == 0:
-                page[:t] = 1
-            elif side == 1:
-                page[-t:] = 1
-            elif side == 2:
-                page[:, :t] = 1
-            else:
-                page[:, -t:] = 1
+        edges(page, rng.choice(4, size=int(rng.integers(1, 5)), replace=False), t)
         return _grey(page, rng)
     if kind == "empty_box":
         dark = cheque_paper(h, w, rng)

@@ -110,7 +110,12 @@ def _border(page: np.ndarray, rng: np.random.Generator) -> None:
     """Dark scanner-lid edges along one or two sides."""
     h, w = page.shape
     t = max(1, round(0.02 * min(h, w) * rng.uniform(0.5, 2)))
-    for side in rng.choice(4, size=rng.integers(1, 3), replace=False):
+    edges(page, rng.choice(4, size=rng.integers(1, 3), replace=False), t)
+
+
+def edges(page: np.ndarray, sides, t: int) -> None:
+    """Ink `t` pixels deep along the given sides (0 top, 1 bottom, 2 left, 3 right)."""
+    for side in sides:
         if side == 0:
             page[:t] = 1
         elif side == 1:
