@@ -36,3 +36,8 @@ def job(job_id: str):
 @bp.get("/status")
 def status():
     return _page("status.html")
+
+
+@bp.get("/signin")
+def signin():
+    return _page("signin.html")

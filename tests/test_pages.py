@@ -12,7 +12,8 @@ from api import create_app
 
 STATIC = Path(__file__).resolve().parent.parent / "api" / "static"
 PAGES = {"/": "index.html", "/upload": "upload.html", "/jobs": "jobs.html",
-         "/jobs/job_0123456789abcdef0123456789abcdef": "job.html", "/status": "status.html"}
+         "/jobs/job_0123456789abcdef0123456789abcdef": "job.html", "/status": "status.html",
+         "/signin": "signin.html"}
 
 
 @pytest.fixture
