@@ -8,6 +8,10 @@ which `cli.main` prints without a traceback.
 
 from __future__ import annotations
 
+import email.utils
+import os
+import random
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -20,20 +24,52 @@ from cli.main import UserError
 # One file to upload: (filename the server will store, open binary file, content type).
 Upload = tuple[str, BinaryIO, str]
 
-# How often, and after how long, a GET (or a create with an idempotency key) is tried
-# again after a connection error: 0.5 s, 1 s, 2 s.
-RETRIES = 3
+# Backoff between tries: 0.5 s, 1 s, 2 s ... up to 30 s, with jitter, or what the
+# server's Retry-After asks for; for at most the retry budget (DIGITS_CLIENT_RETRY_MINUTES).
 BACKOFF_S = 0.5
+BACKOFF_MAX_S = 30.0
+# Answers worth trying again: too many requests, and any server-side error. A 4xx other
+# than 429 (400, 404, 409, 413) would get the same answer again.
+RETRY_STATUSES = frozenset({429, *range(500, 600)})
+
+
+class HttpError(UserError):
+    """The server answered with an error status that trying again would not change."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Transient(Exception):
+    """One failed try worth repeating; `what` says what happened, in words."""
+
+    def __init__(self, what: str, retry_after: float | None = None) -> None:
+        super().__init__(what)
+        self.what = what
+        self.retry_after = retry_after
 
 
 class Client:
     """The API's endpoints as methods that return the decoded JSON."""
 
-    def __init__(self, server: str, timeout: float = 60.0, retries: int = RETRIES) -> None:
+    def __init__(self, server: str, timeout: float = 60.0,
+                 retry_minutes: float | None = None, quiet: bool = False) -> None:
+        if retry_minutes is None:
+            from shared.settings import get_settings
+
+            retry_minutes = get_settings().client_retry_minutes
         self.server = server.rstrip("/")
         self.timeout = timeout
-        self.retries = retries
+        self.retry_s = retry_minutes * 60
+        self.quiet = quiet  # no "retrying" lines on stderr
+        self.reached = False  # has the server answered anything yet?
         self.session = requests.Session()
+        # An API key (DIGITS_API_KEY, or --api-key, which sets it) goes with every call;
+        # it is never printed: errors name the server and the status only.
+        api_key = os.environ.get("DIGITS_API_KEY", "").strip()
+        if api_key:
+            self.session.headers["Authorization"] = f"Bearer {api_key}"
 
     # --- jobs -------------------------------------------------------------------
 
@@ -51,16 +87,20 @@ class Client:
             retry=True,
         )
 
-    def add_images(self, job_id: str, files: Sequence[Upload]) -> dict:
-        """Add `files` to an open job. Not retried: a retry could add the images twice."""
+    def add_images(self, job_id: str, files: Sequence[Upload],
+                   idempotency_key: str | None = None) -> dict:
+        """Add `files` to an open job. The key (one per batch) makes a retried add land
+        once, so it is retried like everything else."""
+        key = idempotency_key or str(uuid.uuid4())
         return self._request("POST", f"/api/v1/jobs/{job_id}/images",
-                             files=[("files", f) for f in files])
+                             files=[("files", f) for f in files],
+                             headers={"Idempotency-Key": key}, retry=True)
 
     def seal(self, job_id: str) -> dict:
-        return self._request("POST", f"/api/v1/jobs/{job_id}/seal")
+        return self._request("POST", f"/api/v1/jobs/{job_id}/seal", retry=True)
 
     def cancel(self, job_id: str) -> dict:
-        return self._request("POST", f"/api/v1/jobs/{job_id}/cancel")
+        return self._request("POST", f"/api/v1/jobs/{job_id}/cancel", retry=True)
 
     def get_job(self, job_id: str) -> dict:
         return self._request("GET", f"/api/v1/jobs/{job_id}", retry=True)
@@ -111,29 +151,123 @@ class Client:
 
     def _send(self, method: str, path: str, retry: bool = False,
               **kwargs: Any) -> requests.Response:
-        """One request, tried again with backoff on connection errors when `retry` is set;
-        every failure ends as a one-line `UserError`."""
-        url = self.server + path
-        attempts = 1 + (self.retries if retry else 0)
-        for attempt in range(attempts):
+        """One request; with `retry`, tried again with backoff through connection errors,
+        429 and 5xx answers (honouring Retry-After) for at most the retry budget. Every
+        failure ends as a one-line `UserError` that says what happened."""
+        import tenacity
+
+        where = f"{method} {path}"
+        if not retry:
             try:
-                response = self.session.request(method, url, timeout=self.timeout, **kwargs)
-            except requests.ConnectionError:
-                if attempt + 1 < attempts:
-                    _rewind(kwargs.get("files"))
-                    time.sleep(BACKOFF_S * 2**attempt)
-                    continue
-                raise UserError(f"cannot reach the server at {self.server} "
-                                "(is it running? `digits up` starts one)") from None
-            except requests.Timeout:
-                raise UserError(f"the server at {self.server} did not answer {method} {path} "
-                                f"within {self.timeout:g} s") from None
-            except requests.RequestException as exc:
-                raise UserError(f"request to {url} failed: {_one_line(str(exc))}") from None
-            if response.status_code >= 400:
-                raise UserError(_error_message(response))
-            return response
-        raise AssertionError("unreachable")  # the loop returns or raises
+                return self._try(method, path, **kwargs)
+            except _Transient as exc:
+                raise UserError(exc.what) from None
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(_Transient),
+            stop=tenacity.stop_before_delay(self.retry_s),
+            wait=_wait, reraise=True, sleep=time.sleep,
+            before_sleep=self._say_retrying)
+        try:
+            for attempt in retrying:
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        _rewind(kwargs.get("files"))
+                    return self._try(method, path, **kwargs)
+        except _Transient as exc:
+            minutes = self.retry_s / 60
+            raise UserError(f"gave up on {where} after {minutes:g} min of retries: "
+                            f"{exc.what}") from None
+        raise AssertionError("unreachable")  # tenacity returns or raises
+
+    def _say_retrying(self, state) -> None:
+        if self.quiet or state.outcome is None:
+            return
+        exc = state.outcome.exception()
+        wait = state.upcoming_sleep
+        print(f"retrying in {wait:.1f} s: {exc}", file=sys.stderr)
+
+    def _try(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One try: the answer, a `_Transient` worth repeating, or a `UserError`."""
+        url = self.server + path
+        where = f"{method} {path}"
+        try:
+            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
+        except requests.ConnectionError as exc:
+            if not self.reached and _refused(exc):
+                # Nothing has ever answered at this address: a wrong address or a server
+                # that is not started, not an outage worth minutes of retries.
+                raise UserError(f"cannot reach the server at {self.server}: connection "
+                                "refused (is it running? `digits up` starts one)") from None
+            raise _Transient(_connection_trouble(exc, self.server, where)) from None
+        except requests.Timeout:
+            raise _Transient(f"the server at {self.server} did not answer {where} "
+                             f"within {self.timeout:g} s") from None
+        except requests.RequestException as exc:
+            raise UserError(f"request to {url} failed: {_one_line(str(exc))}") from None
+        self.reached = True
+        if response.status_code in RETRY_STATUSES:
+            raise _Transient(_error_message(response), _retry_after(response))
+        if response.status_code >= 400:
+            raise HttpError(_error_message(response), response.status_code)
+        return response
+
+
+def _wait(state) -> float:
+    """Exponential backoff with jitter, or longer when the server asked for it."""
+    backoff = min(BACKOFF_MAX_S, BACKOFF_S * 2 ** (state.attempt_number - 1))
+    backoff *= random.uniform(0.5, 1.0)
+    exc = state.outcome.exception() if state.outcome else None
+    asked = getattr(exc, "retry_after", None)
+    return max(backoff, asked) if asked is not None else backoff
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    """Retry-After in seconds (a number, or an HTTP date), at most 10 minutes."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return min(max(seconds, 0.0), 600.0)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and everything behind it: requests wraps urllib3, which wraps OS
+    errors, in args as well as in __cause__/__context__."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo.extend(x for x in (e.__cause__, e.__context__, getattr(e, "reason", None),
+                                *e.args) if isinstance(x, BaseException))
+
+
+def _refused(exc: BaseException) -> bool:
+    return any(isinstance(e, ConnectionRefusedError) for e in _causes(exc))
+
+
+def _connection_trouble(exc: BaseException, server: str, where: str) -> str:
+    """What happened to the connection, in words."""
+    import http.client
+
+    causes = list(_causes(exc))
+    if any(isinstance(e, ConnectionRefusedError) for e in causes):
+        return f"the server at {server} refused the connection for {where} (restarting?)"
+    if any(isinstance(e, ConnectionResetError | BrokenPipeError) for e in causes):
+        return f"the connection to {server} was reset during {where}"
+    if any(isinstance(e, http.client.RemoteDisconnected) for e in causes):
+        return f"the server at {server} closed the connection before answering {where}"
+    return f"the connection to {server} failed during {where}: {_one_line(str(exc), 160)}"
 
 
 def _rewind(files: list[tuple[str, Upload]] | None) -> None:

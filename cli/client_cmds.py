@@ -20,7 +20,7 @@ import warnings
 import zipfile
 from collections import defaultdict, deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cli.main import UserError
@@ -52,6 +52,12 @@ def register(sub) -> None:
                    help="CSV to write: path, digit, confidence, status, error, needs_review")
     p.add_argument("--no-wait", action="store_true",
                    help="print the job id once everything is uploaded, and exit")
+    p.add_argument("--resume", metavar="JOB", default=None,
+                   help="carry on an interrupted submission of the same paths into JOB (a "
+                        "rerun with the same --out finds it by itself, from OUT.submit.json)")
+    p.add_argument("--retry-minutes", type=float, default=None,
+                   help="how long to keep retrying one request through connection errors, "
+                        "429 and 5xx (env DIGITS_CLIENT_RETRY_MINUTES, default 10)")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("status", help="a job's status and counts; without a job id, the "
@@ -198,49 +204,177 @@ def cmd_submit(args) -> int:
                         + (f" ({left_out})" if skipped else ""))
     if skipped:
         print(left_out, file=sys.stderr)
-    client = Client(args.server)
+    client = Client(args.server, retry_minutes=args.retry_minutes)
     started = time.monotonic()
-    job = upload(client, files)
+    state = SubmitState.load_or_new(state_path(args.out), args.server, files, args.resume)
+    try:
+        job = upload(client, files, state=state)
+    except KeyboardInterrupt:
+        print(f"interrupted: job {state.job_id or '(not created yet)'} is left open; "
+              "run the same command again to carry on", file=sys.stderr)
+        return 130
+    except UserError as exc:
+        if state.job_id is None:
+            raise
+        raise UserError(f"{exc} (job {state.job_id} is left open: run the same command "
+                        f"again, or add --resume {state.job_id}, to carry on)") from None
     if args.no_wait:
+        state.remove()
         print(job["id"])
         return 0
-    job = wait(client, job)
-    rows = result_rows(client, job["id"], PathMap(files))
+    try:
+        job = wait(client, job)
+    except KeyboardInterrupt:
+        print(f"interrupted: job {job['id']} is sealed and goes on; run the same command "
+              "again to wait for it and write the CSV", file=sys.stderr)
+        return 130
+    rows = result_rows(client, job["id"], PathMap(files)) + state.refused_rows()
     write_csv(args.out, rows)
+    state.remove()
     print(summary(job, time.monotonic() - started))
+    if state.refused:
+        print(f"  {len(state.refused)} file(s) refused by the server, not sent: "
+              "see the error column")
     print(f"wrote {len(rows)} results to {args.out}")
     return 0 if job["status"] == "succeeded" else 1
 
 
+def state_path(out: Path) -> Path:
+    """The submission's state, beside the CSV it will write."""
+    return out.with_name(out.name + ".submit.json")
+
+
+def _fingerprint(files: Iterable[LocalFile]) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(f"{file.path.as_posix()}\0{file.size}\0".encode())
+    return digest.hexdigest()[:32]
+
+
+@dataclass
+class SubmitState:
+    """What a submission has done, kept in a small JSON file beside the CSV so that a
+    rerun after Ctrl-C, a crash or a reboot carries on: the job, the batches that the
+    server acknowledged, the files it refused, whether the job is sealed. Each batch's
+    Idempotency-Key comes from the job and the batch's files, so a batch whose answer was
+    lost (sent, but not written down here) lands once when it is sent again."""
+
+    path: Path | None
+    server: str
+    fingerprint: str
+    job_id: str | None = None
+    sent: set[str] = field(default_factory=set)  # keys of the batches acknowledged
+    refused: dict[str, str] = field(default_factory=dict)  # local path -> why refused
+    sealed: bool = False
+
+    @classmethod
+    def load_or_new(cls, path: Path | None, server: str, files: list[LocalFile],
+                    resume: str | None = None) -> SubmitState:
+        fingerprint = _fingerprint(files)
+        state = cls(path, server, fingerprint, job_id=resume)
+        if path is None or not path.exists():
+            return state
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return state
+        same = (saved.get("fingerprint") == fingerprint
+                and saved.get("server") == server
+                and (resume is None or saved.get("job_id") == resume))
+        if not same:
+            if resume is None:
+                print(f"{path} is for other files or another server: starting a new job",
+                      file=sys.stderr)
+            return state
+        state = cls(path, server, fingerprint, saved.get("job_id"), set(saved.get("sent", [])),
+                    dict(saved.get("refused", {})), bool(saved.get("sealed")))
+        print(f"resuming job {state.job_id}: {len(state.sent)} batch(es) already sent",
+              file=sys.stderr)
+        return state
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        body = {"server": self.server, "fingerprint": self.fingerprint, "job_id": self.job_id,
+                "sent": sorted(self.sent), "refused": self.refused, "sealed": self.sealed}
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(body), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            raise UserError(f"cannot write {self.path}: {exc.strerror}") from None
+
+    def remove(self) -> None:
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+
+    def refused_rows(self) -> list[dict]:
+        return [{"path": path, "digit": "", "confidence": "", "status": "failed",
+                 "error": why, "needs_review": "false"} for path, why in self.refused.items()]
+
+
+def batch_key(job_id: str, batch: list[LocalFile]) -> str:
+    """The Idempotency-Key of one batch: the same files into the same job, the same key."""
+    return f"{job_id}.{_fingerprint(batch)}"
+
+
 def upload(client, files: list[LocalFile], max_files: int = CHUNK_FILES,
-           max_bytes: int = CHUNK_BYTES) -> dict:
-    """Create one open job with the first chunk, add the rest, then seal it."""
+           max_bytes: int = CHUNK_BYTES, state: SubmitState | None = None) -> dict:
+    """Create one open job, add the files batch by batch, then seal it; each step is
+    written down in `state` as it is acknowledged, so that a rerun carries on. A batch
+    the server refuses as bad (400) or too big (413) is split until the files to blame
+    are found; those fail alone, the job goes on."""
     from tqdm import tqdm
 
-    job: dict | None = None
+    if state is None:
+        state = SubmitState(None, client.server, _fingerprint(files))
+    if state.job_id is None:
+        job = client.create_job([], open_=True, idempotency_key=f"create.{uuid4_hex()}")
+        state.job_id = job["id"]
+        state.save()
+    # Printed early so that an interrupted submission can be picked up later.
+    print(f"job {state.job_id}", file=sys.stderr)
+    if state.sealed:
+        return client.get_job(state.job_id)
+    batches = list(chunked(files, max_files, max_bytes))
     with tqdm(total=len(files), unit="file", desc="upload", disable=None) as bar:
-        for chunk in chunked(files, max_files, max_bytes):
-            with _opened(chunk) as uploads:
-                if job is None:
-                    job = client.create_job(uploads, open_=True)
-                    # Printed early so that an interrupted wait can be picked up later.
-                    bar.write(f"job {job['id']}", file=sys.stderr)
-                else:
-                    job = _add_or_cancel(client, job["id"], uploads)
-            bar.update(len(chunk))
-    assert job is not None  # collect_files found at least one file
-    return client.seal(job["id"])
+        for batch in batches:
+            if batch_key(state.job_id, batch) not in state.sent:
+                _send_batch(client, state, batch)
+            bar.update(len(batch))
+    job = client.seal(state.job_id)
+    state.sealed = True
+    state.save()
+    return job
 
 
-def _add_or_cancel(client, job_id: str, uploads) -> dict:
-    """Add a chunk to the open job; if that fails, cancel the job rather than leave a
-    half-uploaded job open for ever, and say so in the one-line error."""
+def uuid4_hex() -> str:
+    import uuid
+
+    return uuid.uuid4().hex
+
+
+def _send_batch(client, state: SubmitState, batch: list[LocalFile]) -> None:
+    from cli.client import HttpError
+
+    key = batch_key(state.job_id, batch)
     try:
-        return client.add_images(job_id, uploads)["job"]
-    except UserError as exc:
-        with contextlib.suppress(UserError):
-            client.cancel(job_id)
-        raise UserError(f"{exc} (job {job_id} cancelled)") from None
+        with _opened(batch) as uploads:
+            client.add_images(state.job_id, uploads, idempotency_key=key)
+    except HttpError as exc:
+        if exc.status not in (400, 413):
+            raise
+        if len(batch) > 1:
+            half = len(batch) // 2
+            _send_batch(client, state, batch[:half])
+            _send_batch(client, state, batch[half:])
+        else:
+            state.refused[batch[0].path.as_posix()] = f"not sent: {exc}"
+    state.sent.add(key)
+    state.save()
 
 
 @contextlib.contextmanager

@@ -311,11 +311,12 @@ def test_api_errors_are_shown(page):
     page.goto("/upload")
     page.get_by_label("Images or zip archives").set_input_files(
         files=[{"name": "one.png", "mimeType": "image/png", "buffer": b"\x89PNG\r\n\x1a\n"}])
+    # A 400 is final (a 503 would be tried again: see the retry test below).
     page.route("**/api/v1/jobs", lambda route: route.fulfill(
-        status=503, content_type="application/json",
-        body='{"error": {"code": "unavailable", "message": "the queue is down"}}'))
+        status=400, content_type="application/json",
+        body='{"error": {"code": "bad_upload", "message": "not an image"}}'))
     page.get_by_role("button", name="Upload").click()
-    expect(page.get_by_role("alert")).to_have_text("the queue is down (503 unavailable)")
+    expect(page.get_by_role("alert")).to_have_text("not an image (400 bad_upload)")
     expect(page.get_by_role("button", name="Upload")).to_be_enabled()
 
 
@@ -366,3 +367,44 @@ def test_phone_width_keyboard_and_labels(browser, live_stack, shots):
         page.screenshot(path=shots / "draw-phone.png", full_page=True)
     finally:
         context.close()
+
+
+def test_the_upload_page_retries_a_lost_answer_and_a_busy_server(page, tmp_path, live_stack):
+    """The first add reaches the server but its answer is lost (the connection resets);
+    the seal first meets a 503 with Retry-After. The page tries both again, the add with
+    its Idempotency-Key, and the job holds every image once."""
+    digits = mnist_png_bytes(3000, 510)
+    paths = []
+    for name, data, _ in digits:
+        (tmp_path / name).write_bytes(data)
+        paths.append(tmp_path / name)
+    adds, seals = [], []
+
+    def lose_the_first_answer(route):
+        adds.append(route.request.headers.get("idempotency-key"))
+        if len(adds) == 1:
+            route.fetch()  # the server stores the images...
+            route.abort("connectionreset")  # ...and the page never hears of it
+        else:
+            route.continue_()
+
+    def busy_once(route):
+        seals.append(1)
+        if len(seals) == 1:
+            route.fulfill(status=503, headers={"Retry-After": "1"}, content_type=
+                          "application/json", body='{"error": {"code": "busy", '
+                                                   '"message": "restarting"}}')
+        else:
+            route.continue_()
+
+    page.route(re.compile(r"/images$"), lose_the_first_answer)
+    page.route(re.compile(r"/seal$"), busy_once)
+    page.goto("/upload")
+    page.get_by_label("Images or zip archives").set_input_files(paths)
+    page.get_by_role("button", name="Upload").click()
+    expect(page).to_have_url(re.compile(r"/jobs/job_[0-9a-f]{32}$"), timeout=SLOW)
+    job_id = page.url.rsplit("/", 1)[1]
+    assert len(adds) == 3 and adds[0] == adds[1] != adds[2], adds
+    assert len(seals) == 2
+    job = live_stack.wait_job(job_id)
+    assert job["status"] == "succeeded" and job["counts"]["total"] == 510

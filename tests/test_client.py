@@ -388,27 +388,28 @@ def test_a_retried_create_returns_the_same_job(live_stack, tmp_path):
     client.cancel(ids.pop())
 
 
-def test_a_rejected_chunk_cancels_the_half_uploaded_job(live_stack, tmp_path):
-    """The second request holds a zip that would expand past the server's limit (300 MB
-    of zeros, 300 kB packed): the server refuses it with 413, and the open job is not
-    left behind waiting for images that will never come."""
-    from cli.client import Client
-    from cli.client_cmds import upload
-
-    images, _ = mnist_digits(1)
-    save_png(tmp_path / "a.png", images[0])
-    with zipfile.ZipFile(tmp_path / "b.zip", "w", zipfile.ZIP_DEFLATED) as archive, \
+def test_a_refused_file_fails_alone_and_the_job_goes_on(live_stack, tmp_path):
+    """One batch holds a zip that would expand past the server's limit (300 MB of zeros,
+    300 kB packed): the server refuses it with 413, which sending it again would not
+    change. The batch is split until the zip is found; it fails alone, in the CSV, and
+    the other images are classified."""
+    images, _ = mnist_digits(2)
+    save_png(tmp_path / "scans" / "a.png", images[0])
+    save_png(tmp_path / "scans" / "c.png", images[1])
+    with zipfile.ZipFile(tmp_path / "scans" / "b.zip", "w", zipfile.ZIP_DEFLATED) as archive, \
             archive.open("zeros.png", "w", force_zip64=True) as member:
         for _ in range(300):
             member.write(bytes(1024 * 1024))
-    files, _ = collect_files([tmp_path])  # a.png, b.zip
-    client = Client(live_stack.url)
-
-    with pytest.raises(UserError, match=r"413.*\(job (job_\w+) cancelled\)$") as caught:
-        upload(client, files, max_files=1)
-
-    job_id = caught.value.args[0].rsplit("(job ", 1)[1].split()[0]
-    assert client.get_job(job_id)["status"] == "cancelled"
+    out = tmp_path / "out.csv"
+    result = run_digits("submit", str(tmp_path / "scans"), "--server", live_stack.url,
+                        "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = {Path(r["path"]).name: r for r in csv.DictReader(out.open())}
+    assert set(rows) == {"a.png", "b.zip", "c.png"}
+    assert rows["b.zip"]["status"] == "failed" and "413" in rows["b.zip"]["error"]
+    assert rows["a.png"]["status"] == rows["c.png"]["status"] == "done"
+    assert "1 file(s) refused by the server" in result.stdout
+    assert not (tmp_path / "out.csv.submit.json").exists()
 
 
 @pytest.mark.slow

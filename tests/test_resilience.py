@@ -3,12 +3,26 @@ a `digits submit` that outlives the API processes it talks to."""
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import io
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from api import create_app
-from tests.conftest import mnist_png_bytes
+from tests.conftest import (
+    mnist_png_bytes,
+    own_redis_db,
+    start_stack,
+    stop_process,
+    wait_for,
+)
+from tests.test_client import DIGITS, write_digits
 
 
 @pytest.fixture
@@ -57,3 +71,176 @@ def test_an_add_retried_with_its_key_lands_once(client):
                                     "Authorization": f"Bearer {mallory}"},
                            content_type="multipart/form-data")
     assert stranger.status_code == 404
+
+
+# --- digits submit against real processes ---------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`, from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _api_workers(stack) -> list[int]:
+    """The API's gunicorn worker processes: the children of gunicorn (`digits api`, after
+    its exec) under `digits up`."""
+    masters = [p for p in _children(stack.proc.pid) if "gunicorn" in _cmdline(p)]
+    return [w for m in masters for w in _children(m)]
+
+
+@pytest.fixture
+def own_stack(tmp_path, shipped_model):
+    with own_redis_db(range(8, 16)) as redis_url:
+        stack = start_stack(tmp_path, redis_url, f"sqlite:///{tmp_path / 'digits.db'}",
+                            workers=1)
+        try:
+            yield stack
+        finally:
+            stop_process(stack.proc)
+
+
+def _submit(stack, folder: Path, out: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DIGITS_CLIENT_RETRY_MINUTES": "2"}
+    env.pop("DIGITS_SERVER", None)
+    return subprocess.Popen([str(DIGITS), "submit", str(folder), "--server", stack.url,
+                             "--out", str(out), *extra], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _exactly_once(stack, out: Path, expected: dict[str, int]) -> None:
+    rows = list(csv.DictReader(out.open()))
+    assert sorted(r["path"] for r in rows) == sorted(expected)
+    jobs = stack.get("/api/v1/jobs").json()["data"]
+    assert len(jobs) == 1, "one submission, one job"
+    counts = jobs[0]["counts"]
+    assert counts["total"] == len(expected) and counts["pending"] == 0
+    assert jobs[0]["status"] == "succeeded"
+
+
+@pytest.mark.slow
+def test_submit_outlives_its_api_processes_killed_mid_upload(own_stack, tmp_path):
+    """Every API worker process SIGKILLed, again and again, while `digits submit` uploads:
+    the client retries (keyed adds), gunicorn starts new workers, and every image has
+    exactly one result in one job."""
+    expected = write_digits(tmp_path / "scans", 0, 3000)
+    out = tmp_path / "out.csv"
+    proc = _submit(own_stack, tmp_path / "scans", out)
+    kills = 0
+    try:
+        def uploading():
+            jobs = own_stack.get("/api/v1/jobs").json()["data"]
+            return jobs and jobs[0]["counts"]["total"] > 0
+
+        wait_for(uploading, 60, interval=0.05, what="the upload to start")
+        while kills < 4 and proc.poll() is None:
+            workers = _api_workers(own_stack)
+            for pid in workers:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            kills += bool(workers)
+            wait_for(lambda: _api_workers(own_stack) and own_stack.get("/healthz").ok, 60,
+                     what="gunicorn to start new workers")
+        _, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert kills >= 1
+    assert proc.returncode == 0, stderr
+    assert "retrying" in stderr and "Traceback" not in stderr
+    _exactly_once(own_stack, out, expected)
+
+
+@pytest.mark.slow
+def test_an_interrupted_submit_carries_on_without_duplicates(own_stack, tmp_path):
+    """Ctrl-C after the first batches: the job is left open, the state file beside the CSV
+    remembers it; the same command again finishes it with every image once."""
+    expected = write_digits(tmp_path / "scans", 0, 2500)
+    out = tmp_path / "out.csv"
+    proc = _submit(own_stack, tmp_path / "scans", out)
+    try:
+        def some_sent():
+            jobs = own_stack.get("/api/v1/jobs").json()["data"]
+            return jobs and jobs[0]["counts"]["total"] >= 500
+
+        wait_for(some_sent, 60, interval=0.02, what="a first batch")
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert "interrupted: job job_" in stderr and "run the same command again" in stderr
+    assert (tmp_path / "out.csv.submit.json").exists()
+    again = _submit(own_stack, tmp_path / "scans", out)
+    _, stderr = again.communicate(timeout=300)
+    assert again.returncode == 0, stderr
+    assert "resuming job" in stderr
+    assert not (tmp_path / "out.csv.submit.json").exists()
+    _exactly_once(own_stack, out, expected)
+
+
+def test_a_server_that_keeps_failing_is_one_line_and_the_job_stays_open(tmp_path):
+    """A stand-in server that answers every add with 503 and Retry-After: the client
+    waits as asked, gives up at its budget with one line, and leaves the job resumable."""
+    import http.server
+    import threading
+
+    calls = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            calls.append((self.path, self.headers.get("Idempotency-Key")))
+            if self.path == "/api/v1/jobs":
+                body = b'{"id": "job_x", "counts": {"total": 0}}'
+                self.send_response(202)
+            else:
+                body = b'{"error": {"code": "busy", "message": "try later"}}'
+                self.send_response(503)
+                self.send_header("Retry-After", "1")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / "scans").mkdir()
+        (tmp_path / "scans" / "a.png").write_bytes(mnist_png_bytes(0, 1)[0][1])
+        env = {**os.environ, "DIGITS_CLIENT_RETRY_MINUTES": "0.05"}  # 3 s
+        result = subprocess.run([str(DIGITS), "submit", str(tmp_path / "scans"), "--server",
+                                 f"http://127.0.0.1:{server.server_address[1]}", "--out",
+                                 str(tmp_path / "out.csv")], capture_output=True, text=True,
+                                env=env, timeout=60)
+    finally:
+        server.shutdown()
+    assert result.returncode not in (0, 1)
+    last = result.stderr.strip().splitlines()[-1]
+    assert "gave up on POST /api/v1/jobs/job_x/images after 0.05 min of retries" in last
+    assert "503: try later" in last and "--resume job_x" in last
+    adds = [key for path, key in calls if path.endswith("/images")]
+    assert 2 <= len(adds) <= 4, "Retry-After: 1 s, within a 3 s budget"
+    assert len(set(adds)) == 1, "every try of one batch carries its one key"
+    state = json.loads((tmp_path / "out.csv.submit.json").read_text())
+    assert state["job_id"] == "job_x" and not state["sealed"]

@@ -1,8 +1,17 @@
 // The upload page: files, zips or a whole folder go up in batches (at most 500 files and
 // 32 MB a request, under the server's 2000-part and 64 MB limits). One batch makes a job
-// in one request; more open a job, add the rest, then seal it. Then on to the job's page.
+// in one request; more open a job, add each batch, then seal it. Then on to the job's page.
+//
+// Every request carries an Idempotency-Key (one per batch) and is tried again, with
+// backoff or as long as Retry-After asks, through network errors, 429 and 5xx answers,
+// for at most RETRY_MINUTES; a batch the server refuses (400, 413) fails alone and the
+// rest goes on. A reload starts afresh: this page retries, it does not resume.
 
-import { bytes, postForm, showError, uploadForm } from "./api.js";
+import { ApiError, bytes, showError, uploadForm } from "./api.js";
+
+const RETRY_MINUTES = 10;
+const BACKOFF_MS = 500;
+const BACKOFF_MAX_MS = 30000;
 
 const MAX_FILES = 500;
 const MAX_BYTES = 32 * 1024 * 1024;
@@ -70,6 +79,42 @@ function formOf(batch, extra = {}) {
   return data;
 }
 
+function newKey() {
+  // crypto.randomUUID needs a secure context; getRandomValues works over plain http too.
+  const bytes16 = crypto.getRandomValues(new Uint8Array(16));
+  return [...bytes16].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function transient(error) {
+  return error instanceof ApiError &&
+    (error.status === 0 || error.status === 429 || error.status >= 500) &&
+    error.code !== "aborted";
+}
+
+// One request, tried again through network errors, 429 and 5xx for at most RETRY_MINUTES.
+// send() builds the request afresh each time (a FormData can be sent again).
+async function withRetries(send, what, onRetry) {
+  const started = Date.now();
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await send();
+    } catch (error) {
+      if (!transient(error)) throw error;
+      const backoff = Math.min(BACKOFF_MAX_MS, BACKOFF_MS * 2 ** (attempt - 1)) *
+        (0.5 + Math.random() / 2);
+      const wait = Math.max(backoff, (error.retryAfter || 0) * 1000);
+      if (Date.now() + wait - started > RETRY_MINUTES * 60000) {
+        throw new ApiError(error.status, error.code,
+          `gave up on ${what} after ${RETRY_MINUTES} min of retries: ${error.message}`);
+      }
+      onRetry(`${error.message}; trying again in ${(wait / 1000).toFixed(1)} s`);
+      await sleep(wait);
+    }
+  }
+}
+
 function setBusy(busy) {
   startButton.disabled = busy;
   resetButton.disabled = busy;
@@ -81,7 +126,7 @@ async function upload(files) {
   const parts = batches(files);
   const total = files.reduce((sum, f) => sum + f.size, 0) || 1;
   let sent = 0;
-  let job = null;
+  const refused = [];
   const progress = (index) => (loaded, requestTotal) => {
     // The request also carries multipart headers: scale its progress to the batch's bytes.
     const batchBytes = parts[index].reduce((sum, f) => sum + f.size, 0);
@@ -90,27 +135,35 @@ async function upload(files) {
     progressText.textContent = `Sent ${bytes(done)} of ${bytes(total)}` +
       (parts.length > 1 ? ` (part ${index + 1} of ${parts.length})` : "") + ".";
   };
-  try {
-    for (let i = 0; i < parts.length; i++) {
-      if (i === 0) {
-        const extra = parts.length > 1 ? { open: "true" } : {};
-        job = await uploadForm("/api/v1/jobs", formOf(parts[0], extra), progress(0));
-      } else {
-        await uploadForm(`/api/v1/jobs/${job.id}/images`, formOf(parts[i]), progress(i));
-      }
-      sent += parts[i].reduce((sum, f) => sum + f.size, 0);
-    }
-    if (parts.length > 1) await postForm(`/api/v1/jobs/${job.id}/seal`, new FormData());
-  } catch (error) {
-    if (job && parts.length > 1) {
-      // A half-sent open job would never finish: cancel it rather than leave it hanging.
-      await postForm(`/api/v1/jobs/${job.id}/cancel`, new FormData()).catch(() => {});
-    }
-    throw error;
+  const retrying = (text) => { progressText.textContent = `Connection trouble: ${text}.`; };
+  const post = (path, form, onProgress, key) =>
+    withRetries(() => uploadForm(path, form(), onProgress, { "Idempotency-Key": key }),
+      `POST ${path}`, retrying);
+
+  if (parts.length === 1) {
+    // One request: the whole job, or the server's reason for refusing it.
+    const job = await post("/api/v1/jobs", () => formOf(parts[0]), progress(0), newKey());
+    return { job, refused };
   }
+  const job = await post("/api/v1/jobs", () => formOf([], { open: "true" }), () => {},
+    newKey());
+  for (let i = 0; i < parts.length; i++) {
+    try {
+      await post(`/api/v1/jobs/${job.id}/images`, () => formOf(parts[i]), progress(i),
+        newKey());
+    } catch (error) {
+      if (!(error instanceof ApiError && (error.status === 400 || error.status === 413))) {
+        // The job stays open: the server expires it if nobody comes back.
+        throw error;
+      }
+      refused.push(`part ${i + 1} (${parts[i].length} files): ${error.message}`);
+    }
+    sent += parts[i].reduce((sum, f) => sum + f.size, 0);
+  }
+  await post(`/api/v1/jobs/${job.id}/seal`, () => new FormData(), () => {}, newKey());
   progressBar.value = 1;
   progressText.textContent = `Sent ${bytes(total)}. Opening the job…`;
-  return job;
+  return { job, refused };
 }
 
 form.addEventListener("submit", async (event) => {
@@ -123,8 +176,18 @@ form.addEventListener("submit", async (event) => {
   progressBar.value = 0;
   progressText.textContent = "Starting the upload…";
   try {
-    const job = await upload(files);
-    window.location.assign(job.links.page);
+    const { job, refused } = await upload(files);
+    if (!refused.length) {
+      window.location.assign(job.links.page);
+      return;
+    }
+    // Some batches were refused: say which before moving on, with a link to the job.
+    progressText.textContent = "";
+    const link = document.createElement("a");
+    link.href = job.links.page;
+    link.textContent = "Open the job";
+    progressText.append(`The server refused ${refused.join("; ")}. The rest went up. `, link);
+    setBusy(false);
   } catch (error) {
     progressText.textContent = "The upload did not finish.";
     showError(errorBox, error);
