@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import sys
 
 # Modules that each define `register(subparsers)`.
@@ -17,6 +18,10 @@ COMMAND_MODULES = (
     "cli.client_cmds",
     "cli.keys_cmds",
 )
+
+
+# Commands that call the HTTP API (cli/client.py), and so take --api-key.
+API_COMMANDS = ("submit", "status", "results", "cancel", "resume", "delete")
 
 
 class UserError(Exception):
@@ -40,12 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    # The commands that talk to the API take a key: before or after the command's name.
+    key_help = "API key for a server that wants one (default: $DIGITS_API_KEY)"
+    parser.add_argument("--api-key", default=None, help=key_help)
+    for command, sub_parser in sub.choices.items():
+        if command in API_COMMANDS:
+            sub_parser.add_argument("--api-key", default=argparse.SUPPRESS, help=key_help)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.api_key:  # cli/client.py reads it from there, as it reads $DIGITS_API_KEY
+        os.environ["DIGITS_API_KEY"] = args.api_key
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -277,3 +277,18 @@ def live_stack(tmp_path_factory, shipped_model):
         finally:
             stop_process(stack.proc)
             shutil.rmtree(tmp / "state", ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def locked_stack(tmp_path_factory, shipped_model):
+    """`digits up` with DIGITS_AUTH=required (one bulk worker): every API call needs a key
+    (`locked_stack.key(account)`) or a signed-in page."""
+    tmp = tmp_path_factory.mktemp("locked")
+    with own_redis_db(range(8, 16)) as redis_url:
+        stack = start_stack(tmp, redis_url, f"sqlite:///{tmp / 'digits.db'}", workers=1,
+                            DIGITS_AUTH="required")
+        try:
+            yield stack
+        finally:
+            stop_process(stack.proc)
+            shutil.rmtree(tmp / "state", ignore_errors=True)

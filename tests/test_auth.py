@@ -9,6 +9,7 @@ import io
 import logging
 
 import pytest
+import requests
 
 from api import create_app
 from shared import accounts, db
@@ -178,3 +179,34 @@ def test_open_mode_is_the_local_account_and_keys_still_work(use_database, sqlite
     assert job["owner"] == "frank"
     assert client.get(f"/api/v1/jobs/{job['id']}").status_code == 404  # local is not frank
     assert client.get("/api/v1/jobs", headers=bearer("dgt_bad")).status_code == 401
+
+
+def test_the_cli_sends_its_key_from_the_option_or_the_environment(locked_stack, tmp_path):
+    import os
+    import subprocess
+
+    from tests.test_client import DIGITS
+
+    header = locked_stack.key("cli-user")
+    key = header["Authorization"].split(" ", 1)[1]
+    name, data, _ = mnist_png_bytes(3, 1)[0]
+    (tmp_path / name).write_bytes(data)
+    env = {k: v for k, v in os.environ.items() if k not in ("DIGITS_API_KEY", "DIGITS_SERVER")}
+
+    def digits(*args, **extra):
+        return subprocess.run([str(DIGITS), *args], capture_output=True, text=True,
+                              timeout=180, env={**env, **extra})
+
+    refused = digits("submit", str(tmp_path / name), "--server", locked_stack.url, "--no-wait",
+                     DIGITS_CLIENT_RETRY_MINUTES="0")
+    assert refused.returncode != 0 and "401" in refused.stderr + refused.stdout
+    assert key not in refused.stderr + refused.stdout
+    sent = digits("submit", str(tmp_path / name), "--server", locked_stack.url, "--no-wait",
+                  "--api-key", key)
+    assert sent.returncode == 0, sent.stderr
+    job_id = next(w for w in (sent.stdout + sent.stderr).split() if w.startswith("job_"))
+    job = requests.get(f"{locked_stack.url}/api/v1/jobs/{job_id}", headers=header, timeout=10)
+    assert job.json()["owner"] == "cli-user"
+    shown = digits("status", job_id, "--server", locked_stack.url, DIGITS_API_KEY=key)
+    assert shown.returncode == 0 and job_id in shown.stdout
+    assert key not in shown.stdout + shown.stderr

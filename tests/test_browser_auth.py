@@ -5,28 +5,14 @@ never the key), the pages upload (with the session's CSRF token) and watch the j
 from __future__ import annotations
 
 import re
-import shutil
 
 import pytest
 import requests
 
-from tests.conftest import mnist_png_bytes, own_redis_db, start_stack, stop_process
+from tests.conftest import mnist_png_bytes
 from tests.test_browser import SLOW, WAIT, browser, expect  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def locked_stack(tmp_path_factory, shipped_model):
-    tmp = tmp_path_factory.mktemp("locked")
-    with own_redis_db(range(8, 16)) as redis_url:
-        stack = start_stack(tmp, redis_url, f"sqlite:///{tmp / 'digits.db'}", workers=1,
-                            DIGITS_AUTH="required")
-        try:
-            yield stack
-        finally:
-            stop_process(stack.proc)
-            shutil.rmtree(tmp / "state", ignore_errors=True)
 
 
 def test_sign_in_then_upload_and_watch_a_job(browser, locked_stack, tmp_path):  # noqa: F811

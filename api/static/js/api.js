@@ -21,14 +21,36 @@ function fromBody(status, text) {
   return new ApiError(status, "http_" + status, `the server answered ${status}`);
 }
 
+// A page signed in with an API key (/signin: an HttpOnly session cookie) sends its
+// session's CSRF token with every state-changing call; an open local stack needs none.
+// Asked for once, as the module loads, so uploads (XMLHttpRequest) have it at hand.
+let csrf = null;
+const csrfReady = fetch("/api/v1/session", { headers: { Accept: "application/json" } })
+  .then((response) => (response.ok ? response.json() : {}))
+  .then((me) => { csrf = me.csrf_token || null; })
+  .catch(() => {});
+
+// A server that wants a key sends the person to the sign-in page, and back afterwards.
+function signInIfAsked(status) {
+  if (status === 401 && location.pathname !== "/signin") {
+    location.assign("/signin?next=" + encodeURIComponent(location.pathname + location.search));
+  }
+}
+
 async function request(path, options = {}) {
   let response;
+  const headers = { Accept: "application/json" };
+  if (options.method && options.method !== "GET") {
+    await csrfReady;
+    if (csrf) headers["X-CSRF-Token"] = csrf;
+  }
   try {
-    response = await fetch(path, { headers: { Accept: "application/json" }, ...options });
+    response = await fetch(path, { headers, ...options });
   } catch {
     throw new ApiError(0, "network", "could not reach the server; check your connection");
   }
   const text = await response.text();
+  signInIfAsked(response.status);
   if (!response.ok) throw fromBody(response.status, text);
   return JSON.parse(text);
 }
@@ -49,6 +71,7 @@ export function uploadForm(path, form, onProgress, headers = {}) {
     const xhr = new XMLHttpRequest();
     xhr.open("POST", path);
     xhr.setRequestHeader("Accept", "application/json");
+    if (csrf) xhr.setRequestHeader("X-CSRF-Token", csrf);
     for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
     xhr.upload.addEventListener("progress", (event) => {
       if (event.lengthComputable) onProgress(event.loaded, event.total);
