@@ -78,6 +78,8 @@ def unbind(tokens: list) -> None:
 
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*):[^@/\s]+@")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=-]{8,}")
+# An API key (shared.accounts: "dgt_" and 43 url-safe characters) wherever it appears.
+_API_KEY = re.compile(r"\bdgt_[A-Za-z0-9_-]{16,}")
 _secrets: set[str] = set()
 
 
@@ -90,6 +92,7 @@ def add_secret(value: str | None) -> None:
 def redact(text: str) -> str:
     text = _URL_PASSWORD.sub(r"\g<head>:***@", text)
     text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
+    text = _API_KEY.sub("dgt_***", text)
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, "***")

@@ -210,3 +210,14 @@ def test_the_cli_sends_its_key_from_the_option_or_the_environment(locked_stack, 
     shown = digits("status", job_id, "--server", locked_stack.url, DIGITS_API_KEY=key)
     assert shown.returncode == 0 and job_id in shown.stdout
     assert key not in shown.stdout + shown.stderr
+
+
+def test_a_key_that_reaches_a_log_line_is_masked_in_text_and_json():
+    from shared import logs
+
+    key = "dgt_" + "Ab1-_" * 9
+    for formatter in (logs.formatter("text"), logs.formatter("json")):
+        record = logging.LogRecord("t", logging.INFO, __file__, 1, "got %s and Bearer %s",
+                                   (key, key), None)
+        line = formatter.format(record)
+        assert key not in line and key[4:] not in line and "dgt_***" in line

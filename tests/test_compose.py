@@ -78,6 +78,9 @@ def test_digits_services_are_configured_by_digits_variables(services):
         assert env["DIGITS_DATABASE_URL"] == (
             "postgresql+psycopg://digits:digits@postgres:5432/digits")
         assert env["DIGITS_REDIS_URL"] == "redis://redis:6379/0"
+        # Listening beyond loopback: API keys required unless the operator says otherwise.
+        assert env["DIGITS_AUTH"] == "${DIGITS_AUTH:-required}"
+        assert env["DIGITS_SECRET_KEY"] == "${DIGITS_SECRET_KEY:-}"
 
 
 @pytest.mark.parametrize("name, subcommand", [
