@@ -127,6 +127,13 @@ class Item(Base):
     # written before they were kept. Deferred, like `content`: listings never read them.
     thumbnail: Mapped[bytes | None] = deferred(mapped_column(LargeBinary, nullable=True))
     model_input: Mapped[bytes | None] = deferred(mapped_column(LargeBinary, nullable=True))
+    # Counted by the worker as a chunk arrives, committed before any image is read: the
+    # Redis transport counts no deliveries. `last_task` is the message that last carried
+    # the item; the same message again means that delivery never finished (its worker
+    # died), and each such return adds to `crashes` (worker/processing.py).
+    deliveries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    crashes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_task: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     job: Mapped[Job] = relationship(back_populates="items", lazy="raise")
 

@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(default=600, ge=10)
     reconcile_after_s: int = Field(default=120, ge=1)
     reconcile_every_s: int = Field(default=30, ge=1)
+    failpoints: str = Field(
+        default="",
+        description="Faults to inject, for tests and drills only (off when empty): "
+                    "comma-separated NAME=FILENAME-PART (shared/failpoints.py).")
     client_retry_minutes: float = Field(
         default=10.0, ge=0,
         description="How long `digits submit` and the other client commands keep retrying "

@@ -244,3 +244,80 @@ def test_a_server_that_keeps_failing_is_one_line_and_the_job_stays_open(tmp_path
     assert len(set(adds)) == 1, "every try of one batch carries its one key"
     state = json.loads((tmp_path / "out.csv.submit.json").read_text())
     assert state["job_id"] == "job_x" and not state["sealed"]
+
+
+# --- poison images ------------------------------------------------------------------------
+
+
+def _pending_job(n: int, names: dict[int, str] | None = None) -> tuple[str, list[int]]:
+    """A sealed job of `n` MNIST images, stored but never queued (no worker reads it)."""
+    from api.uploads import check
+    from shared import db
+    from shared.models import Item, Job
+
+    uploads = [check((names or {}).get(i, name), data, 1 << 20)
+               for i, (name, data, _) in enumerate(mnist_png_bytes(700, n))]
+    with db.session() as s:
+        job = Job(owner="tester", open=False, total=0)
+        s.add(job)
+        s.flush()
+        s.add_all(Item(job_id=job.id, filename=u.filename, content=u.content) for u in uploads)
+        s.flush()
+        job_id = job.id
+    with db.session() as s:
+        ids = sorted(i.id for i in s.query(Item).filter_by(job_id=job_id))
+    return job_id, ids
+
+
+def test_a_chunk_back_from_a_dead_worker_splits_and_an_image_alone_fails_at_two(
+        use_database, sqlite_url):
+    from shared import db
+    from shared.models import Item, Job
+    from worker.processing import classify_items
+
+    use_database(sqlite_url)
+    job_id, ids = _pending_job(20)
+    sent = []
+    # A delivery is counted, with the message's id, before any image is read.
+    with db.session() as s:
+        s.query(Item).filter(Item.id.in_(ids)).update({"last_task": "t1", "deliveries": 1})
+    # The same message again: its worker died. Split in parts; nothing classified here.
+    assert classify_items(ids, task_id="t1", requeue=lambda i, n: sent.append((i, n))) == 0
+    assert sent == [(ids, 3)]
+    with db.session() as s:
+        items = s.query(Item).filter(Item.id.in_(ids)).all()
+        assert {(i.deliveries, i.crashes, i.status) for i in items} == {(2, 1, "pending")}
+        # Alone, in its own message, it dies again: it fails alone, and says why.
+        s.query(Item).filter_by(id=ids[0]).update({"last_task": "t9"})
+    assert classify_items([ids[0]], task_id="t9") == 1
+    with db.session() as s:
+        item = s.get(Item, ids[0])
+        assert item.status == "failed" and item.crashes == 2 and item.deliveries == 3
+        assert item.error.startswith("worker_crashed: a worker process died 2 times")
+        assert s.get(Job, job_id).status == "running"
+
+
+@pytest.mark.slow
+def test_a_poison_image_fails_alone_and_the_rest_of_its_job_finishes(tmp_path, shipped_model):
+    """A failpoint makes the worker process SIGKILL itself on one image (as a segfault in
+    a decoder would): its chunk comes back, splits, the image fails alone with
+    worker_crashed, and every other image has its one result."""
+    with own_redis_db(range(8, 16)) as redis_url:
+        stack = start_stack(tmp_path, redis_url, f"sqlite:///{tmp_path / 'digits.db'}",
+                            workers=1, DIGITS_FAILPOINTS="worker_crash=poison",
+                            DIGITS_CHUNK_SIZE="40")
+        try:
+            digits = mnist_png_bytes(0, 80)
+            files = [("files", (name, data, "image/png")) for name, data, _ in digits]
+            files.insert(37, ("files", ("poison.png", digits[5][1], "image/png")))
+            job = stack.post("/api/v1/jobs", files=files).json()
+            job = stack.wait_job(job["id"], timeout=300)
+            items = stack.get(f"/api/v1/jobs/{job['id']}/results?limit=1000").json()["data"]
+        finally:
+            stop_process(stack.proc)
+    assert job["status"] == "succeeded" and job["counts"]["total"] == 81
+    assert len(items) == 81 and len({i["id"] for i in items}) == 81
+    poison = [i for i in items if i["filename"] == "poison.png"]
+    assert poison[0]["status"] == "failed"
+    assert poison[0]["error"].startswith("worker_crashed: ")
+    assert all(i["status"] in ("done", "no_digit") for i in items if i is not poison[0])

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 import numpy as np
 from sqlalchemy import bindparam, select, update
 
-from shared import db, jobstate, logs, metrics, thumbnails
+from shared import db, failpoints, jobstate, logs, metrics, thumbnails
 from shared.imaging import ImageError, Prepared, prepare_many
 from shared.models import Item, ItemStatus
 from shared.queues import BULK_QUEUE, INTERACTIVE_QUEUE
@@ -118,14 +118,37 @@ _write = (
 )
 
 
-def classify_items(item_ids: list[int], predictor: Predictor | None = None) -> int:
-    """Classify the pending items among `item_ids`; returns how many results were written."""
+# A chunk whose message comes back unfinished (its worker died) is sent again in this
+# many parts: the image to blame is found in a few rounds, and the rest go on.
+SPLIT_PARTS = 8
+# Deaths of a worker, with the image alone in its chunk the last time, before it fails.
+CRASHES_TO_FAIL = 2
+
+
+def classify_items(item_ids: list[int], predictor: Predictor | None = None,
+                   task_id: str | None = None,
+                   requeue: Callable[[list[int], int], object] | None = None) -> int:
+    """Classify the pending items among `item_ids`; returns how many results were written.
+
+    With the message's `task_id`, each delivery is counted on the items and committed
+    before any image is read. A message that finds its own id there came back after its
+    worker died: with more than one item it is sent again in smaller parts (`requeue`);
+    alone, an image fails with `worker_crashed` once it has killed a worker twice."""
     started = time.perf_counter()
     with db.session() as s:
         rows = s.execute(
-            select(Item.id, Item.job_id, Item.content)
+            select(Item.id, Item.job_id, Item.filename, Item.last_task, Item.crashes)
             .where(Item.id.in_(item_ids), Item.status == ItemStatus.PENDING)
+            .order_by(Item.id)
         ).all()
+        if rows and task_id:
+            ids = [r.id for r in rows]
+            s.execute(update(Item).where(Item.id.in_(ids))
+                      .values(deliveries=Item.deliveries + 1, last_task=task_id))
+            back = [r.id for r in rows if r.last_task == task_id]
+            if back:
+                s.execute(update(Item).where(Item.id.in_(back))
+                          .values(crashes=Item.crashes + 1))
     if len(rows) < len(item_ids):
         metrics.WORKER_SKIPPED.inc(len(item_ids) - len(rows))
     if not rows:
@@ -134,14 +157,52 @@ def classify_items(item_ids: list[int], predictor: Predictor | None = None) -> i
     # A re-queued chunk carries no job id in its headers; its items may name one.
     one_job = job_ids[0] if len(job_ids) == 1 and logs.JOB_ID.get() is None else None
     with logs.scope(job_id=one_job):
-        return _classify_rows(rows, job_ids, len(item_ids), predictor, started)
+        if task_id and any(r.last_task == task_id for r in rows):
+            handled = _after_a_crash(rows, job_ids, requeue)
+            if handled is not None:
+                return handled
+        failpoints.worker_chunk(r.filename for r in rows)
+        with db.session() as s:
+            contents = dict(s.execute(select(Item.id, Item.content)
+                                      .where(Item.id.in_([r.id for r in rows]))).all())
+        return _classify_rows(rows, [contents[r.id] for r in rows], job_ids, len(item_ids),
+                              predictor, started)
 
 
-def _classify_rows(rows, job_ids: list[str], asked: int, predictor: Predictor | None,
-                   started: float) -> int:
+def _after_a_crash(rows, job_ids: list[str],
+                   requeue: Callable[[list[int], int], object] | None) -> int | None:
+    """This chunk's message came back: its worker died handling it. Split it, fail the
+    one image to blame, or (an image alone that has killed a worker once) try again."""
+    ids = [r.id for r in rows]
+    if len(rows) > 1 and requeue is not None:
+        size = -(-len(ids) // SPLIT_PARTS)
+        requeue(ids, size)
+        log.warning("chunk of %d items came back after its worker died: sent again in "
+                    "parts of %d", len(ids), size)
+        return 0
+    crashes = rows[0].crashes + 1  # this return included
+    if len(rows) > 1 or crashes < CRASHES_TO_FAIL:
+        return None
+    error = (f"worker_crashed: a worker process died {crashes} times while handling this "
+             "image (killed for memory, or a crash in a decoder); it fails alone")
+    with db.session() as s:
+        written = s.execute(update(Item).where(Item.id == ids[0],
+                                               Item.status == ItemStatus.PENDING)
+                            .values(status=ItemStatus.FAILED, error=error,
+                                    finished_at=datetime.now(UTC))).rowcount
+        jobstate.mark_started(s, job_ids)
+    with db.session() as s:
+        jobstate.finish_if_complete(s, job_ids)
+    metrics.record_outcomes(BULK_QUEUE, [ItemStatus.FAILED] * written, 0)
+    log.error("item %d failed alone: %s", ids[0], error)
+    return written
+
+
+def _classify_rows(rows, contents: list[bytes], job_ids: list[str], asked: int,
+                   predictor: Predictor | None, started: float) -> int:
     clock = {"load": time.perf_counter() - started}
     predictor = predictor or get_predictor()
-    outcomes = classify([r.content for r in rows], predictor, previews=True, clock=clock)
+    outcomes = classify(contents, predictor, previews=True, clock=clock)
     writing = time.perf_counter()
     now = datetime.now(UTC)
     params = [

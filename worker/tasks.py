@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from shared import dispatch
 from shared.queues import BULK_QUEUE, CLASSIFY_CHUNK, INTERACTIVE_QUEUE, PING, PREDICT_IMAGE
 from worker import processing
 from worker.celery_app import app
 
 
+def _requeue(ids: list[int], size: int) -> None:
+    dispatch.send_chunks(app, ids, size)
+
+
 @app.task(name=CLASSIFY_CHUNK, queue=BULK_QUEUE, acks_late=True, soft_time_limit=300,
-          time_limit=360)
-def classify_chunk(item_ids: list[int]) -> int:
-    return processing.classify_items(item_ids)
+          time_limit=360, bind=True)
+def classify_chunk(self, item_ids: list[int]) -> int:
+    return processing.classify_items(item_ids, task_id=self.request.id, requeue=_requeue)
 
 
 # Predictions are answered to a waiting HTTP request: keep the result briefly, and
