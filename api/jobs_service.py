@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import ApiError
 from api.uploads import Upload
-from shared import db, dispatch, jobstate, logs, metrics
+from shared import db, dispatch, jobstate, logs, metrics, retention
 from shared.models import Item, ItemStatus, Job, JobAdd, JobStatus, new_job_id
 from shared.settings import get_settings
 
@@ -161,6 +161,13 @@ def cancel(owner: str, job_id: str) -> None:
         if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
             raise ApiError(409, "job_finished", f"job {job_id} has already {job.status}")
         jobstate.cancel(s, job_id)
+
+
+def delete(owner: str | None, job_id: str) -> int:
+    """The caller's job and everything it stored; a running job is cancelled first."""
+    with db.session() as s:
+        get_job(s, owner, job_id)
+        return retention.delete_job(s, job_id)
 
 
 def decode_cursor(cursor: str | None) -> int:

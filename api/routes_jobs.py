@@ -107,6 +107,13 @@ def cancel(job_id: str):
     return jsonify(_job_body(job_id))
 
 
+@bp.delete("/jobs/<job_id>")
+def delete_job(job_id: str):
+    """The job, its images, thumbnails and results, gone; cancelled first if running."""
+    removed = svc.delete(owner(), job_id)
+    return jsonify({"id": job_id, "object": "job", "deleted": True, "items_deleted": removed})
+
+
 def _status_filter() -> list[str] | None:
     raw = request.args.get("status")
     if not raw:

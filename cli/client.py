@@ -105,6 +105,10 @@ class Client:
     def get_job(self, job_id: str) -> dict:
         return self._request("GET", f"/api/v1/jobs/{job_id}", retry=True)
 
+    def delete_job(self, job_id: str) -> dict:
+        """Delete a job and everything it stored (retried: deleting twice is a 404)."""
+        return self._request("DELETE", f"/api/v1/jobs/{job_id}", retry=True)
+
     def status(self, minutes: int = 10) -> dict:
         """The service's overview: workers, queues, pending images, images per second."""
         return self._request("GET", "/api/v1/status", params={"minutes": minutes}, retry=True)

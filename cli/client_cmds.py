@@ -81,6 +81,12 @@ def register(sub) -> None:
     p.add_argument("--server", default=_default_server(), help=server_help)
     p.set_defaults(func=cmd_cancel)
 
+    p = sub.add_parser("delete", help="delete a job with its images and results "
+                                      "(cancelled first if running)")
+    p.add_argument("job", help="job id (job_...)")
+    p.add_argument("--server", default=_default_server(), help=server_help)
+    p.set_defaults(func=cmd_delete)
+
 
 def _default_server() -> str:
     return os.environ.get("DIGITS_SERVER") or DEFAULT_SERVER
@@ -581,6 +587,14 @@ def _write_all(fh, first: str, rest: Iterator[str]) -> None:
     fh.write(first)
     for piece in rest:
         fh.write(piece)
+
+
+def cmd_delete(args) -> int:
+    from cli.client import Client
+
+    gone = Client(args.server).delete_job(args.job)
+    print(f"job {gone['id']}: deleted with its {gone['items_deleted']} image(s)")
+    return 0
 
 
 def cmd_cancel(args) -> int:

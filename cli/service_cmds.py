@@ -82,8 +82,8 @@ def auth_notice(host: str) -> str:
 def cmd_api(args) -> int:
     from shared import metricsdir
 
-    os.environ["DIGITS_AUTH"] = auth_mode(args.host)  # the app reads it (api/auth.py)
-    print(f"digits api: {auth_notice(args.host)}", file=sys.stderr, flush=True)
+    # The app reads it (api/auth.py); `digits up` tells the person which it is.
+    os.environ["DIGITS_AUTH"] = auth_mode(args.host)
 
     # Before gunicorn (this very process, after the exec) imports prometheus_client.
     metricsdir.prepare("api")

@@ -56,6 +56,7 @@ def _calls(job: str, item: int) -> list[tuple[str, str, dict | None]]:
         ("GET", f"{base}/items/{item}/model-input", None),
         ("POST", f"{base}/images", {"files": [_png(1)]}),
         ("POST", f"{base}/seal", None), ("POST", f"{base}/cancel", None),
+        ("DELETE", base, None),
     ]
 
 
@@ -93,12 +94,13 @@ def test_access_matrix_two_accounts_and_an_admin(app, caplog):
     assert client.get("/api/v1/jobs", headers=bearer(bob)).json["data"] == []
     assert job in [j["id"] for j in client.get("/api/v1/jobs", headers=bearer(admin)).json["data"]]
     # The owner and an admin: every call answers as it should for the job's state.
-    expected = [200, 200, 200, 200, 404, 404, 202, 200, 200]
+    expected = [200, 200, 200, 200, 404, 404, 202, 200, 200, 200]
     for who in (admin, alice):
         job, item = _create(client, bearer(alice))
         got = [_call(client, m, p, d, bearer(who)).status_code for m, p, d in _calls(job, item)]
         assert got == expected, who == admin
-    assert client.get(f"/api/v1/jobs/{job}", headers=bearer(alice)).json["owner"] == "alice"
+    job, _ = _create(client, bearer(alice))
+    assert client.get(f"/api/v1/jobs/{job}", headers=bearer(admin)).json["owner"] == "alice"
     # Bob's jobs are bob's: alice cannot see them either.
     bobs, _ = _create(client, bearer(bob))
     assert _call(client, "GET", f"/api/v1/jobs/{bobs}", None, bearer(alice)).status_code == 404
@@ -221,3 +223,38 @@ def test_a_key_that_reaches_a_log_line_is_masked_in_text_and_json():
                                    (key, key), None)
         line = formatter.format(record)
         assert key not in line and key[4:] not in line and "dgt_***" in line
+
+
+def test_delete_removes_the_job_and_everything_it_stored(app):
+    from sqlalchemy import func, select
+
+    from shared.models import Item, Job
+
+    client = app.test_client()
+    key, _ = make_key("gina")
+    job, item = _create(client, bearer(key))  # open and pending: running, in effect
+    gone = client.delete(f"/api/v1/jobs/{job}", headers=bearer(key))
+    assert gone.status_code == 200
+    assert gone.json == {"id": job, "object": "job", "deleted": True, "items_deleted": 1}
+    for path in (f"/api/v1/jobs/{job}", f"/api/v1/jobs/{job}/items/{item}/image"):
+        assert client.get(path, headers=bearer(key)).status_code == 404
+    assert client.delete(f"/api/v1/jobs/{job}", headers=bearer(key)).status_code == 404
+    with db.session() as s:
+        assert s.get(Job, job) is None
+        assert s.scalar(select(func.count()).select_from(Item).where(Item.job_id == job)) == 0
+
+
+def test_digits_delete(live_stack):
+    import subprocess
+
+    from tests.test_client import DIGITS
+
+    name, data, _ = mnist_png_bytes(0, 1)[0]
+    job = live_stack.post("/api/v1/jobs", files={"files": (name, data)}).json()
+    out = subprocess.run([str(DIGITS), "delete", job["id"], "--server", live_stack.url],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "deleted with its 1 image(s)" in out.stdout, out.stderr
+    assert live_stack.get(f"/api/v1/jobs/{job['id']}").status_code == 404
+    again = subprocess.run([str(DIGITS), "delete", job["id"], "--server", live_stack.url],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode != 0 and len(again.stderr.strip().splitlines()) == 1
