@@ -120,10 +120,17 @@ def add_images(celery: Celery, owner: str, job_id: str, uploads: list[Upload],
             replayed = _replayed_add(s, job_id, idempotency_key)
             if replayed is not None:
                 return replayed, True
+            if job.expired_at is not None and job.status != JobStatus.CANCELLED:
+                raise ApiError(409, "job_expired",
+                               f"job {job_id} expired: nothing was added to it or sealed it "
+                               f"for {get_settings().open_job_expiry_minutes:g} min, so it "
+                               "was sealed; the images it holds are classified. Create a "
+                               "new job for the rest")
             if not job.open or job.status in JobStatus.FINAL:
                 raise ApiError(409, "job_sealed",
                                f"job {job_id} is {'sealed' if not job.open else job.status}; "
                                "create a new job or create it with open=true")
+            job.fed_at = datetime.now(UTC)
             if idempotency_key:
                 # First, so that a concurrent add with the same key waits or fails here.
                 s.add(JobAdd(job_id=job_id, idempotency_key=idempotency_key,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from shared import csvsafe
+from shared import csvsafe, retention
 from shared.models import Item, ItemStatus, Job
+from shared.settings import get_settings
 
 PREFIX = "/api/v1"
 
@@ -30,7 +31,11 @@ def job(j: Job, counts: dict[str, int]) -> dict:
         "created_at": iso(j.created_at),
         "started_at": iso(j.started_at),
         "finished_at": iso(j.finished_at),
+        # Set when the job was sealed for want of images or a seal (open job expiry).
+        "expired_at": iso(j.expired_at),
         "model_version": j.model_version,
+        # When the job's images go (DIGITS_RETENTION_DAYS); null: kept, or not ended yet.
+        "images_expire_at": iso(retention.expiry(j.finished_at, get_settings().retention_days)),
         "links": {
             "self": base,
             "results": f"{base}/results",

@@ -19,10 +19,12 @@ def chunks(ids: Sequence[int], size: int) -> Iterable[list[int]]:
 
 
 def mark_queued(session, ids: Sequence[int]) -> None:
-    """Record when the ids were (re)queued, so the reconciler knows what is overdue."""
+    """Record when the ids were (re)queued, so the reconciler knows what is overdue; no
+    lease until a worker takes them."""
     now = datetime.now(UTC)
     for part in chunks(ids, 500):
-        session.execute(update(Item).where(Item.id.in_(part)).values(queued_at=now))
+        session.execute(update(Item).where(Item.id.in_(part))
+                        .values(queued_at=now, leased_until=None))
 
 
 def send_chunks(celery: Celery, ids: Sequence[int], chunk_size: int) -> int:

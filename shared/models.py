@@ -72,6 +72,11 @@ class Job(Base):
                                                  index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The last create or add: an open job nobody feeds or seals for
+    # DIGITS_OPEN_JOB_EXPIRY_MINUTES is sealed by the reconciler, and says so here.
+    fed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                    nullable=True)
+    expired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     items: Mapped[list[Item]] = relationship(back_populates="job", lazy="raise")
 
@@ -134,6 +139,11 @@ class Item(Base):
     deliveries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     crashes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_task: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Set as a chunk is delivered: past it, a pending item's delivery was lost (a task
+    # that failed for good, a worker gone) and the reconciler queues it again, whatever
+    # the backlog. NULL while queued and not yet delivered.
+    leased_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True),
+                                                          nullable=True)
 
     job: Mapped[Job] = relationship(back_populates="items", lazy="raise")
 

@@ -76,6 +76,24 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(default=600, ge=10)
     reconcile_after_s: int = Field(default=120, ge=1)
     reconcile_every_s: int = Field(default=30, ge=1)
+    task_max_retries: int = Field(
+        default=5, ge=0,
+        description="Tries after the first for a chunk whose task raised (a locked or "
+                    "unreachable database, a time limit), 1 s doubling to 60 s apart; "
+                    "then its images fail with task_error.")
+    lease_s: int = Field(
+        default=420, ge=10,
+        description="How long a delivered chunk may take (above the task's 360 s hard "
+                    "limit); a pending image past it is queued again, backlog or not.")
+    queue_deadline_s: int = Field(
+        default=3600, ge=10,
+        description="An image queued this long and never delivered is queued again, "
+                    "backlog or not (its message may be lost).")
+    open_job_expiry_minutes: float = Field(
+        default=1440, gt=0,
+        description="An open job that nobody adds images to or seals for this long is "
+                    "sealed by the reconciler (expired_at says so): longer than a client "
+                    "takes to resume.")
     failpoints: str = Field(
         default="",
         description="Faults to inject, for tests and drills only (off when empty): "
@@ -101,6 +119,16 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = Field(
         default=None,
         description="When set, GET /metrics wants `Authorization: Bearer <token>`.")
+    # --- retention (shared/retention.py; the scheduler, `digits reconcile --every`) --
+    retention_days: float | None = Field(
+        default=None, gt=0,
+        description="Image bytes, thumbnails and model inputs go this many days after "
+                    "their job ends (results stay); unset: kept.")
+    results_retention_days: float | None = Field(
+        default=None, gt=0,
+        description="Whole jobs, results included, go this many days after they end; "
+                    "unset: kept.")
+
     # --- security: API keys and accounts (shared/accounts.py, README: Security) --
     auth: Literal["auto", "open", "required"] = Field(
         default="auto",
@@ -118,7 +146,7 @@ class Settings(BaseSettings):
         default=False, description="Workers and senders emit Celery task events (Flower).")
 
     @field_validator("database_url", "redis_url", "metrics_dir", "metrics_token", "secret_key",
-                     mode="before")
+                     "retention_days", "results_retention_days", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

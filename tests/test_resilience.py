@@ -321,3 +321,98 @@ def test_a_poison_image_fails_alone_and_the_rest_of_its_job_finishes(tmp_path, s
     assert poison[0]["status"] == "failed"
     assert poison[0]["error"].startswith("worker_crashed: ")
     assert all(i["status"] in ("done", "no_digit") for i in items if i is not poison[0])
+
+
+# --- no silent drops ----------------------------------------------------------------------
+
+
+def test_lost_and_late_work_is_found_behind_a_backlog_and_idle_open_jobs_expire(
+        use_database, sqlite_url, redis_db):
+    from datetime import UTC, datetime, timedelta
+
+    import redis as redis_lib
+
+    from shared import db
+    from shared.celery_app import make_celery
+    from shared.models import Item, Job
+    from shared.queues import BULK_QUEUE
+    from shared.reconcile import reconcile
+    from shared.settings import get_settings
+
+    use_database(sqlite_url, DIGITS_REDIS_URL=redis_db)
+    celery = make_celery(get_settings())
+    job_id, ids = _pending_job(4)
+    now = datetime.now(UTC)
+    with db.session() as s:
+        rows = {i.id: i for i in s.query(Item).filter(Item.id.in_(ids))}
+        rows[ids[0]].leased_until = now - timedelta(seconds=1)  # delivered, lease run out
+        rows[ids[1]].leased_until = now + timedelta(minutes=5)  # a worker has it now
+        rows[ids[2]].queued_at = now - timedelta(hours=2)  # queued long ago, never delivered
+        rows[ids[3]].queued_at = now  # just queued: behind the backlog, in its turn
+    queue = redis_lib.Redis.from_url(redis_db)
+    queue.lpush(BULK_QUEUE, b"someone else's chunk")  # a backlog
+    try:
+        assert reconcile(celery, older_than_s=120, chunk_size=256) == 2
+        with db.session() as s:
+            rows = {i.id: i for i in s.query(Item).filter(Item.id.in_(ids))}
+            assert rows[ids[0]].leased_until is None
+            assert rows[ids[0]].queued_at.replace(tzinfo=UTC) >= now
+        assert queue.llen(BULK_QUEUE) == 2
+    finally:
+        queue.delete(BULK_QUEUE)
+
+    # An open job that nobody feeds or seals is sealed after the setting, and says so.
+    with db.session() as s:
+        job = Job(owner="local", open=True, total=0,
+                  fed_at=now - timedelta(minutes=get_settings().open_job_expiry_minutes + 1))
+        s.add(job)
+        s.flush()
+        idle = job.id
+    reconcile(celery, older_than_s=120, chunk_size=256)
+    with db.session() as s:
+        job = s.get(Job, idle)
+        assert not job.open and job.expired_at is not None and job.status == "succeeded"
+        assert s.get(Job, job_id).status == "queued"  # sealed jobs are not touched
+
+
+def test_an_expired_job_says_so(client):
+    from datetime import UTC, datetime
+
+    from shared import db
+    from shared.models import Job
+
+    job = client.post("/api/v1/jobs", data={"open": "true", **_files(0, 1)},
+                      content_type="multipart/form-data").json
+    with db.session() as s:
+        s.get(Job, job["id"]).expired_at = datetime.now(UTC)
+        s.get(Job, job["id"]).open = False
+    late = client.post(f"/api/v1/jobs/{job['id']}/images", data=_files(1, 1),
+                       content_type="multipart/form-data")
+    assert late.status_code == 409 and late.json["error"]["code"] == "job_expired"
+    assert "expired: nothing was added" in late.json["error"]["message"]
+    assert client.get(f"/api/v1/jobs/{job['id']}").json["expired_at"]
+
+
+@pytest.mark.slow
+def test_a_chunk_that_keeps_raising_is_retried_then_fails_with_a_clear_error(
+        tmp_path, shipped_model):
+    with own_redis_db(range(8, 16)) as redis_url:
+        stack = start_stack(tmp_path, redis_url, f"sqlite:///{tmp_path / 'digits.db'}",
+                            workers=1, DIGITS_FAILPOINTS="worker_error=doomed",
+                            DIGITS_TASK_MAX_RETRIES="2", DIGITS_CHUNK_SIZE="10")
+        try:
+            digits = mnist_png_bytes(0, 20)
+            files = [("files", (name, data, "image/png")) for name, data, _ in digits]
+            files[15] = ("files", ("doomed.png", digits[15][1], "image/png"))
+            job = stack.post("/api/v1/jobs", files=files).json()
+            job = stack.wait_job(job["id"], timeout=120)
+            items = stack.get(f"/api/v1/jobs/{job['id']}/results?limit=100").json()["data"]
+        finally:
+            stop_process(stack.proc)
+    assert job["status"] == "succeeded" and job["counts"]["total"] == 20
+    failed = [i for i in items if i["status"] == "failed"]
+    assert len(failed) == 10 and "doomed.png" in {i["filename"] for i in failed}
+    assert {i["error"] for i in failed} == {
+        "task_error: gave up after 3 tries: InjectedError: injected by DIGITS_FAILPOINTS "
+        "worker_error"}
+    assert all(i["status"] in ("done", "no_digit") for i in items[:10])

@@ -17,12 +17,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from sqlalchemy import bindparam, select, update
 
-from shared import db, failpoints, jobstate, logs, metrics, thumbnails
+from shared import db, dispatch, failpoints, jobstate, logs, metrics, thumbnails
 from shared.imaging import ImageError, Prepared, prepare_many
 from shared.models import Item, ItemStatus
 from shared.queues import BULK_QUEUE, INTERACTIVE_QUEUE
@@ -143,8 +143,10 @@ def classify_items(item_ids: list[int], predictor: Predictor | None = None,
         ).all()
         if rows and task_id:
             ids = [r.id for r in rows]
+            lease = datetime.now(UTC) + timedelta(seconds=get_settings().lease_s)
             s.execute(update(Item).where(Item.id.in_(ids))
-                      .values(deliveries=Item.deliveries + 1, last_task=task_id))
+                      .values(deliveries=Item.deliveries + 1, last_task=task_id,
+                              leased_until=lease))
             back = [r.id for r in rows if r.last_task == task_id]
             if back:
                 s.execute(update(Item).where(Item.id.in_(back))
@@ -176,6 +178,8 @@ def _after_a_crash(rows, job_ids: list[str],
     ids = [r.id for r in rows]
     if len(rows) > 1 and requeue is not None:
         size = -(-len(ids) // SPLIT_PARTS)
+        with db.session() as s:  # queued again: no lease until a worker takes a part
+            dispatch.mark_queued(s, ids)
         requeue(ids, size)
         log.warning("chunk of %d items came back after its worker died: sent again in "
                     "parts of %d", len(ids), size)
@@ -195,6 +199,24 @@ def _after_a_crash(rows, job_ids: list[str],
         jobstate.finish_if_complete(s, job_ids)
     metrics.record_outcomes(BULK_QUEUE, [ItemStatus.FAILED] * written, 0)
     log.error("item %d failed alone: %s", ids[0], error)
+    return written
+
+
+def fail_pending(item_ids: list[int], error: str) -> int:
+    """Fail the items among `item_ids` still pending, with `error`; close their jobs."""
+    now = datetime.now(UTC)
+    with db.session() as s:
+        job_ids = sorted(set(s.scalars(select(Item.job_id).where(
+            Item.id.in_(item_ids), Item.status == ItemStatus.PENDING))))
+        written = s.execute(update(Item).where(Item.id.in_(item_ids),
+                                               Item.status == ItemStatus.PENDING)
+                            .values(status=ItemStatus.FAILED, error=error,
+                                    finished_at=now)).rowcount
+        jobstate.mark_started(s, job_ids)
+    with db.session() as s:
+        jobstate.finish_if_complete(s, job_ids)
+    metrics.record_outcomes(BULK_QUEUE, [ItemStatus.FAILED] * written, 0)
+    log.error("%d items failed: %s", written, error)
     return written
 
 
