@@ -43,6 +43,7 @@ SCHEMAS = {
             "created_at": {"type": "string", "format": "date-time"},
             "started_at": TIME, "finished_at": TIME, "expired_at": TIME,
             "model_version": NULLABLE_STR,
+            "images_expire_at": TIME,
             "links": {"type": "object", "additionalProperties": {"type": "string"}},
         },
     },

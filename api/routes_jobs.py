@@ -177,6 +177,9 @@ def _item_file(job_id: str, item_id: int, column, what: str) -> Response:
     if content is None:
         why = _NO_FILE.get(status, "has no {what}: it was classified before they were kept")
         raise ApiError(404, "image_not_available", f"item {item_id} " + why.format(what=what))
+    if content == b"" and status != ItemStatus.FAILED:  # an empty upload failed as such
+        raise ApiError(404, "image_deleted", f"item {item_id}'s {what} was deleted "
+                       "after its job ended (DIGITS_RETENTION_DAYS); its result stays")
     fmt = sniff_format(content)
     mimetype = f"image/{fmt.lower()}" if fmt else "application/octet-stream"
     return Response(content, mimetype=mimetype,

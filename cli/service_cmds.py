@@ -167,6 +167,22 @@ def cmd_db_upgrade(args) -> int:
     return 0
 
 
+def _retention(settings) -> None:
+    """One round of DIGITS_RETENTION_DAYS / DIGITS_RESULTS_RETENTION_DAYS."""
+    if settings.retention_days is None and settings.results_retention_days is None:
+        return
+    from datetime import UTC, datetime
+
+    from shared import db, retention
+
+    with db.session() as s:
+        purged, deleted = retention.apply(s, datetime.now(UTC), settings.retention_days,
+                                          settings.results_retention_days)
+    if purged or deleted:
+        logging.getLogger("digits.retention").info(
+            "retention: images of %d items removed, %d jobs deleted", purged, deleted)
+
+
 def cmd_reconcile(args) -> int:
     from shared import logs
     from shared.celery_app import make_celery
@@ -183,6 +199,7 @@ def cmd_reconcile(args) -> int:
             if args.every is None:
                 print(f"re-queued {queued} items")
                 return 0
+            _retention(settings)
         except Exception as exc:  # keep the loop alive through a Redis or DB outage
             if args.every is None:
                 raise
