@@ -54,6 +54,10 @@ class Settings(BaseSettings):
 
     # --- batching (chosen by measurement: bench/) ----------------------------
     chunk_size: int = Field(default=256, ge=1, description="Images per queue message.")
+    max_chunk_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024,
+        description="Image bytes a worker holds at once: a chunk with more is read and "
+                    "classified in runs of at most this much.")
     max_batch_size: int = Field(default=128, ge=1, description="Images per model forward pass.")
     max_batch_wait_ms: float = Field(
         default=1.0, ge=0,

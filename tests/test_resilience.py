@@ -416,3 +416,32 @@ def test_a_chunk_that_keeps_raising_is_retried_then_fails_with_a_clear_error(
         "task_error: gave up after 3 tries: InjectedError: injected by DIGITS_FAILPOINTS "
         "worker_error"}
     assert all(i["status"] in ("done", "no_digit") for i in items[:10])
+
+
+# --- bounded memory -----------------------------------------------------------------------
+
+
+def test_a_worker_holds_at_most_max_chunk_bytes_of_images_at_once(
+        use_database, sqlite_url, shipped_model, monkeypatch):
+    from shared import db
+    from shared.models import Item
+    from worker import processing
+
+    use_database(sqlite_url, DIGITS_MAX_CHUNK_BYTES="2048",
+                 DIGITS_MODEL_PATH=str(shipped_model))
+    job_id, ids = _pending_job(20)
+    with db.session() as s:
+        sizes = {i.id: len(i.content) for i in s.query(Item).filter(Item.id.in_(ids))}
+    held = []
+    real = processing._classify_rows
+
+    def watch(rows, contents, *args):
+        held.append(sum(len(c) for c in contents))
+        return real(rows, contents, *args)
+
+    monkeypatch.setattr(processing, "_classify_rows", watch)
+    assert processing.classify_items(ids, task_id="t1") == 20
+    assert len(held) > 1 and sum(held) == sum(sizes.values())
+    assert max(held) <= max(2048, max(sizes.values()))
+    with db.session() as s:
+        assert {i.status for i in s.query(Item).filter_by(job_id=job_id)} <= {"done", "no_digit"}

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from shared import db, dispatch, failpoints, jobstate, logs, metrics, thumbnails
 from shared.imaging import ImageError, Prepared, prepare_many
@@ -164,11 +164,35 @@ def classify_items(item_ids: list[int], predictor: Predictor | None = None,
             if handled is not None:
                 return handled
         failpoints.worker_chunk(r.filename for r in rows)
-        with db.session() as s:
-            contents = dict(s.execute(select(Item.id, Item.content)
-                                      .where(Item.id.in_([r.id for r in rows]))).all())
-        return _classify_rows(rows, [contents[r.id] for r in rows], job_ids, len(item_ids),
-                              predictor, started)
+        written = 0
+        for part in _parts_by_bytes(rows, get_settings().max_chunk_bytes):
+            with db.session() as s:
+                contents = dict(s.execute(select(Item.id, Item.content)
+                                          .where(Item.id.in_([r.id for r in part]))).all())
+            written += _classify_rows(part, [contents[r.id] for r in part], job_ids,
+                                      len(part), predictor, started)
+            del contents
+            started = time.perf_counter()
+        return written
+
+
+def _parts_by_bytes(rows, limit: int) -> list[list]:
+    """The chunk's rows in runs of at most `limit` stored bytes (an image bigger than
+    that goes alone): a worker holds one run's images at a time, not the whole chunk's
+    (256 x 8 MiB at worst). The sizes come from the database, not from reading blobs."""
+    with db.session() as s:
+        sizes = dict(s.execute(select(Item.id, func.length(Item.content))
+                               .where(Item.id.in_([r.id for r in rows]))).all())
+    parts: list[list] = [[]]
+    held = 0
+    for r in rows:
+        size = int(sizes.get(r.id) or 0)
+        if parts[-1] and held + size > limit:
+            parts.append([])
+            held = 0
+        parts[-1].append(r)
+        held += size
+    return parts
 
 
 def _after_a_crash(rows, job_ids: list[str],
