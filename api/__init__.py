@@ -30,6 +30,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from api import (
         auth,
         errors,
+        limits,
         observability,
         openapi,
         pages,
@@ -44,6 +45,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     observability.register(app)
     security.register(app)
     auth.register(app)
+    limits.register(app)  # after auth: it counts per account
     for module in (routes_jobs, routes_predict, routes_health, routes_ops, openapi, pages,
                    auth):
         app.register_blueprint(module.bp)

@@ -7,7 +7,7 @@ import io
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from api import auth, serialize
+from api import auth, limits, serialize
 from api import jobs_service as svc
 from api.errors import ApiError
 from api.uploads import collect
@@ -31,6 +31,10 @@ def _uploads():
     settings = get_settings()
     return collect(files, settings.max_image_bytes, 4 * current_app.config["MAX_CONTENT_LENGTH"],
                    settings.max_zip_members)
+
+
+def _queued(uploads) -> int:
+    return sum(1 for u in uploads if u.status == ItemStatus.PENDING)
 
 
 def _flag(name: str) -> bool | None:
@@ -57,7 +61,9 @@ def _celery():
 @bp.post("/jobs")
 def create_job():
     key = request.headers.get("Idempotency-Key")
-    job_id, created = svc.create_job(_celery(), auth.owner(), _uploads(), bool(_flag("open")),
+    uploads = _uploads()
+    limits.check_pending(auth.owner(), _queued(uploads))
+    job_id, created = svc.create_job(_celery(), auth.owner(), uploads, bool(_flag("open")),
                                      key[:200] if key else None,
                                      current_app.config.get("MODEL_VERSION"))
     body = _job_body(job_id)
@@ -89,7 +95,9 @@ def get_job(job_id: str):
 @bp.post("/jobs/<job_id>/images")
 def add_images(job_id: str):
     key = request.headers.get("Idempotency-Key")
-    added, replayed = svc.add_images(_celery(), owner(), job_id, _uploads(),
+    uploads = _uploads()
+    limits.check_pending(auth.owner(), _queued(uploads))
+    added, replayed = svc.add_images(_celery(), owner(), job_id, uploads,
                                      key[:200] if key else None)
     headers = {"Idempotent-Replayed": "true"} if replayed else {}
     return jsonify({"job": _job_body(job_id), "added": added}), 202, headers

@@ -123,6 +123,20 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = Field(
         default=None,
         description="When set, GET /metrics wants `Authorization: Bearer <token>`.")
+    # --- limits (api/limits.py): 429 for an account, 503 for the whole service ----
+    rate_limit: str = Field(
+        default="100/second;3000/minute",
+        description="Requests per account with a key (Flask-Limiter syntax, counted on "
+                    "Redis); calls without a key on an open local stack are not counted.")
+    predict_rate_limit: str = Field(
+        default="2000/second", description="POST /api/v1/predict per account with a key.")
+    max_pending_per_account: int = Field(
+        default=1_000_000, ge=1,
+        description="Images of one account that may wait at once (429 past it).")
+    max_pending_images: int = Field(
+        default=5_000_000, ge=1,
+        description="Images that may wait at once in all (503 past it).")
+
     # --- retention (shared/retention.py; the scheduler, `digits reconcile --every`) --
     retention_days: float | None = Field(
         default=None, gt=0,

@@ -1,0 +1,94 @@
+"""Limits, in one vocabulary: 429 with Retry-After when an account is past its own limit
+(requests per second or minute, pending images), 503 with Retry-After when the service
+as a whole is saturated (pending images in total).
+
+Request rates are counted per account by Flask-Limiter on the service's own Redis (one
+count for every API process and host; a moving window). Calls without a key on an open
+local stack (the `local` account, one person) are not rate-limited; the pending-image
+caps hold for everyone. Flask-Limiter rather than a hand-rolled INCR: it brings the
+moving window, per-route limits, a limit's reset time for Retry-After, and
+keeps serving (swallow_errors) if Redis hiccups.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from flask import Flask, g, request
+from flask_limiter import Limiter, RateLimitExceeded
+from sqlalchemy import func, select
+
+from api.errors import ApiError, error_response
+from shared import db
+from shared.models import Item, ItemStatus, Job
+from shared.settings import get_settings
+
+limiter: Limiter | None = None
+
+
+def _account() -> str:
+    principal = g.get("principal")
+    return principal.account if principal is not None else request.remote_addr or "-"
+
+
+def _exempt() -> bool:
+    """Only /api/v1 calls made with a key (Bearer or a signed-in page) are counted."""
+    principal = g.get("principal")
+    return principal is None or principal.key_id is None
+
+
+def _limit_for_path() -> str:
+    settings = get_settings()
+    if request.path == "/api/v1/predict":
+        return settings.predict_rate_limit
+    return settings.rate_limit
+
+
+def register(app: Flask) -> None:
+    global limiter
+    settings = get_settings()
+    limiter = Limiter(
+        _account, app=app, default_limits=[_limit_for_path],
+        default_limits_exempt_when=_exempt, strategy="moving-window",
+        storage_uri=settings.redis_url or "memory://", swallow_errors=True,
+        key_prefix="digits-rate")
+
+    @app.errorhandler(RateLimitExceeded)
+    def _too_many(exc: RateLimitExceeded):
+        body, status = error_response(
+            429, "rate_limited",
+            f"account {_account()!r} is past its limit of {exc.description}; "
+            "wait for Retry-After seconds")
+        current = limiter.current_limit if limiter is not None else None
+        wait = current.reset_at - time.time() if current is not None else 1
+        return body, status, {"Retry-After": str(max(1, math.ceil(wait)))}
+
+
+def check_pending(owner: str, adding: int) -> None:
+    """Before storing `adding` images for `owner`: 429 past the account's cap on pending
+    images, 503 past the service's. Retry-After guesses from the backlog, at least 5 s."""
+    if adding <= 0:
+        return
+    settings = get_settings()
+    with db.session() as s:
+        total = s.scalar(select(func.count()).select_from(Item)
+                         .where(Item.status == ItemStatus.PENDING))
+        if total + adding > settings.max_pending_images:
+            raise ApiError(503, "saturated",
+                           f"the service holds {total:,} images waiting; it takes no more than "
+                           f"{settings.max_pending_images:,} at once. Try again later",
+                           {"Retry-After": str(_wait_s(total))})
+        mine = s.scalar(select(func.count()).select_from(Item).join(Job, Job.id == Item.job_id)
+                        .where(Job.owner == owner, Item.status == ItemStatus.PENDING))
+        if mine + adding > settings.max_pending_per_account:
+            raise ApiError(429, "too_many_pending",
+                           f"account {owner!r} has {mine:,} images waiting; at most "
+                           f"{settings.max_pending_per_account:,} may wait at once. Send the "
+                           "rest when some have finished",
+                           {"Retry-After": str(_wait_s(mine))})
+
+
+def _wait_s(backlog: int) -> int:
+    # About 1,000 images a second on a small machine (README: Throughput).
+    return max(5, min(600, math.ceil(backlog / 1000)))
