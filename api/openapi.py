@@ -169,6 +169,10 @@ ERRORS = {
     "404": _resp("Unknown job", "Error"),
     "409": _resp("The job cannot take this action in its state", "Error"),
     "413": _resp("Request too large", "Error"),
+    "429": _resp("The account is past a limit (rate or pending images); see Retry-After",
+                 "Error"),
+    "503": _resp("The service holds as many waiting images as it takes; see Retry-After",
+                 "Error"),
 }
 UPLOAD = {"content": {"multipart/form-data": {"schema": {
     "type": "object",
