@@ -203,7 +203,9 @@ PATHS = {
                     requestBody=UPLOAD,
                     parameters=[{"name": "Idempotency-Key", "in": "header", "required": False,
                                  "schema": {"type": "string"}}]),
-        "get": _op("List jobs, newest first", {"200": _resp("A page of jobs", "JobList")},
+        "get": _op("List jobs, newest first", {"200": _resp("A page of jobs", "JobList"),
+                                               "400": _resp("A cursor this server did not "
+                                                            "give out", "Error")},
                    parameters=[{"name": "limit", "in": "query", "schema": {"type": "integer"}},
                                {"name": "cursor", "in": "query", "schema": {"type": "string"}}]),
     },
