@@ -258,3 +258,22 @@ def test_digits_delete(live_stack):
     again = subprocess.run([str(DIGITS), "delete", job["id"], "--server", live_stack.url],
                            capture_output=True, text=True, timeout=120)
     assert again.returncode != 0 and len(again.stderr.strip().splitlines()) == 1
+
+
+def test_auth_is_open_only_on_loopback_unless_set(monkeypatch):
+    from cli.service_cmds import auth_mode
+
+    monkeypatch.delenv("DIGITS_AUTH", raising=False)
+    get_settings.cache_clear()
+    try:
+        assert [auth_mode(h) for h in ("127.0.0.1", "::1", "localhost", "127.0.0.2")] == [
+            "open"] * 4
+        assert [auth_mode(h) for h in ("0.0.0.0", "::", "10.1.2.3")] == ["required"] * 3
+        monkeypatch.setenv("DIGITS_AUTH", "open")
+        get_settings.cache_clear()
+        assert auth_mode("0.0.0.0") == "open"  # the operator's explicit choice wins
+        monkeypatch.setenv("DIGITS_AUTH", "required")
+        get_settings.cache_clear()
+        assert auth_mode("127.0.0.1") == "required"
+    finally:
+        get_settings.cache_clear()
