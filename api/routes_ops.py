@@ -2,9 +2,9 @@
 page and of `digits status`. Both read the state afresh (shared.overview): the API
 keeps none.
 
-Access (docs/operations.md): with DIGITS_METRICS_TOKEN set, /metrics wants it as a
-bearer token. Once API keys exist, /metrics will take that token or an admin key, and
-/api/v1/status an admin key; until then the status is open like the rest of the API.
+Access (docs/operations.md): with DIGITS_METRICS_TOKEN set, /metrics wants it, or an
+admin API key, as a bearer token. /api/v1/status names every account's job ids and the
+workers' hosts: an admin key, or the one user of an open local stack.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from __future__ import annotations
 import hmac
 
 import redis
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from api.errors import ApiError
-from shared import metrics, overview
+from shared import accounts, db, metrics, overview
 from shared.celery_app import DEFAULT_REDIS_URL
 from shared.settings import get_settings
 
@@ -39,11 +39,18 @@ def _check_token() -> None:
         return
     sent = request.headers.get("Authorization", "")
     scheme, _, value = sent.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
+    if scheme.lower() == "bearer" and hmac.compare_digest(
             value.strip().encode(), token.get_secret_value().encode()):
-        raise ApiError(401, "unauthorized", "GET /metrics wants the scrape token: "
-                       "`Authorization: Bearer <DIGITS_METRICS_TOKEN>`",
-                       headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+        return
+    if scheme.lower() == "bearer" and value.strip():
+        with db.session() as s:
+            found = accounts.authenticate(s, accounts.server_secret(get_settings()),
+                                          value.strip())
+        if found is not None and found.admin:
+            return
+    raise ApiError(401, "unauthorized", "GET /metrics wants the scrape token or an admin "
+                   "key: `Authorization: Bearer <DIGITS_METRICS_TOKEN>`",
+                   headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
 
 
 @bp.get("/metrics")
@@ -59,6 +66,10 @@ def prometheus_metrics():
 
 @bp.get("/api/v1/status")
 def status():
+    caller = g.get("principal")
+    if caller is not None and caller.key_id is not None and not caller.admin:
+        raise ApiError(403, "admin_only", "the service's status names every account's jobs "
+                       "and the workers' hosts: it wants an admin key")
     minutes = max(1, min(request.args.get("minutes", 10, type=int), 60))
     window_s = minutes * 60
     body = overview.snapshot(redis_client(), window_s, bucket_s=max(5, window_s // 60))

@@ -108,7 +108,9 @@ def test_access_matrix_two_accounts_and_an_admin(app, caplog):
     for path in ("/healthz", "/api/v1/openapi.json"):
         assert client.get(path).status_code in (200, 503)
     assert client.get("/api/v1/status").status_code == 401
-    assert client.get("/api/v1/status", headers=bearer(bob)).status_code == 200
+    # The service's status names every account's jobs: admin keys only.
+    assert client.get("/api/v1/status", headers=bearer(bob)).status_code == 403
+    assert client.get("/api/v1/status", headers=bearer(admin)).status_code == 200
     # Keys never reach a log line.
     text = "\n".join(r.getMessage() + str(r.__dict__) for r in caplog.records)
     for key in (alice, bob, admin):
@@ -277,3 +279,16 @@ def test_auth_is_open_only_on_loopback_unless_set(monkeypatch):
         assert auth_mode("127.0.0.1") == "required"
     finally:
         get_settings.cache_clear()
+
+
+def test_metrics_take_the_scrape_token_or_an_admin_key(use_database, sqlite_url, redis_db,
+                                                      tmp_path, monkeypatch):
+    use_database(sqlite_url, DIGITS_REDIS_URL=redis_db, DIGITS_STATE_DIR=str(tmp_path / "s"),
+                 DIGITS_METRICS_TOKEN="scrape-token-123", DIGITS_METRICS_DIR=str(tmp_path / "m"))
+    client = create_app({"TESTING": True, "DIGITS_AUTH": "required"}).test_client()
+    user, _ = make_key("henry")
+    admin, _ = make_key("ops", admin=True)
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers=bearer(user)).status_code == 401
+    assert client.get("/metrics", headers=bearer("scrape-token-123")).status_code == 200
+    assert client.get("/metrics", headers=bearer(admin)).status_code == 200
