@@ -408,3 +408,35 @@ def test_the_upload_page_retries_a_lost_answer_and_a_busy_server(page, tmp_path,
     assert len(seals) == 2
     job = live_stack.wait_job(job_id)
     assert job["status"] == "succeeded" and job["counts"]["total"] == 510
+
+
+def test_the_upload_page_fails_a_refused_part_alone(page, tmp_path, live_stack):
+    """A part the server refuses (413) is not sent again; the rest goes up, the job is
+    sealed, and the page says which part was refused before moving on."""
+    digits = mnist_png_bytes(4000, 505)
+    paths = []
+    for name, data, _ in digits:
+        (tmp_path / name).write_bytes(data)
+        paths.append(tmp_path / name)
+    adds = []
+
+    def refuse_the_second(route):
+        adds.append(1)
+        if len(adds) == 2:
+            route.fulfill(status=413, content_type="application/json",
+                          body='{"error": {"code": "request_too_large", '
+                               '"message": "too big"}}')
+        else:
+            route.continue_()
+
+    page.route(re.compile(r"/images$"), refuse_the_second)
+    page.goto("/upload")
+    page.get_by_label("Images or zip archives").set_input_files(paths)
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#progress-text")).to_contain_text(
+        "The server refused part 2 (5 files): too big", timeout=SLOW)
+    assert len(adds) == 2
+    page.get_by_role("link", name="Open the job").click()
+    expect(page).to_have_url(re.compile(r"/jobs/job_[0-9a-f]{32}$"))
+    job = live_stack.wait_job(page.url.rsplit("/", 1)[1])
+    assert job["status"] == "succeeded" and job["counts"]["total"] == 500
