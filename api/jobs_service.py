@@ -128,7 +128,8 @@ def add_images(celery: Celery, owner: str, job_id: str, uploads: list[Upload],
                                "new job for the rest")
             if not job.open or job.status in JobStatus.FINAL:
                 raise ApiError(409, "job_sealed",
-                               f"job {job_id} is {'sealed' if not job.open else job.status}; "
+                               f"job {job_id} is "
+                               f"{job.status if job.status in JobStatus.FINAL else 'sealed'}; "
                                "create a new job or create it with open=true")
             job.fed_at = datetime.now(UTC)
             if idempotency_key:

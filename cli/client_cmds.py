@@ -222,6 +222,11 @@ def cmd_submit(args) -> int:
     except UserError as exc:
         if state.job_id is None:
             raise
+        if getattr(exc, "status", None) in (404, 409):
+            # The job is gone, cancelled, sealed or expired: nothing to carry on with.
+            state.remove()
+            raise UserError(f"{exc} (the saved state of this submission is dropped: run "
+                            "the same command again to start a new job)") from None
         raise UserError(f"{exc} (job {state.job_id} is left open: run the same command "
                         f"again, or add --resume {state.job_id}, to carry on)") from None
     if args.no_wait:

@@ -429,3 +429,28 @@ def test_a_thousand_mnist_digits_end_to_end(live_stack, tmp_path):
     correct = sum(row["digit"] != "" and int(row["digit"]) == expected[row["path"]]
                   for row in rows)
     assert correct >= 990, f"{correct} of 1000 correct"
+
+
+def test_resuming_a_cancelled_job_drops_the_state_and_says_so(live_stack, tmp_path):
+    from cli.client_cmds import SubmitState, collect_files, state_path
+
+    images, _ = mnist_digits(2)
+    save_png(tmp_path / "scans" / "a.png", images[0])
+    save_png(tmp_path / "scans" / "b.png", images[1])
+    out = tmp_path / "out.csv"
+    job = live_stack.post("/api/v1/jobs", data={"open": "true"}).json()
+    live_stack.post(f"/api/v1/jobs/{job['id']}/cancel")
+    files, _ = collect_files([tmp_path / "scans"])
+    state = SubmitState.load_or_new(state_path(out), live_stack.url, files)
+    state.job_id = job["id"]  # as an interrupted run against that job left it
+    state.save()
+    result = run_digits("submit", str(tmp_path / "scans"), "--server", live_stack.url,
+                        "--out", str(out))
+    assert result.returncode not in (0, 1) and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]  # after "resuming job ..." and its id
+    assert "409" in last and "is cancelled" in last
+    assert "saved state of this submission is dropped" in last
+    assert not state_path(out).exists()
+    again = run_digits("submit", str(tmp_path / "scans"), "--server", live_stack.url,
+                       "--out", str(out))
+    assert again.returncode == 0, again.stderr
