@@ -294,7 +294,10 @@ PATHS = {
                 "parameters": [{"name": "minutes", "in": "query",
                                 "schema": {"type": "integer", "minimum": 1, "maximum": 60},
                                 "description": "History of images per second (default 10)"}],
-                "responses": {"200": _resp("The overview", "Status")}},
+                "responses": {"200": _resp("The overview", "Status"),
+                              "401": UNAUTHORIZED,
+                              "403": _resp("A key that is not an admin's (admin_only): the "
+                                           "overview names every account's jobs", "Error")}},
     },
     "/metrics": {
         "get": {"summary": "Prometheus metrics (text exposition format)",
