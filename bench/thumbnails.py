@@ -14,30 +14,17 @@ from __future__ import annotations
 
 import argparse
 import io
-import time
 
 import numpy as np
 from PIL import Image
 
+from bench.normalise import per_call
 from shared.imaging import Prepared, prepare_many
 from shared.settings import get_settings
 from shared.thumbnails import model_input_pngs, thumbnail
 from worker.malloc import keep_freed_memory
 
 CHUNK = 256
-
-
-def per_call(fn, budget: float = 1.0, rounds: int = 5) -> float:
-    """Seconds per call: the best of `rounds` rounds sharing `budget` seconds."""
-    fn()
-    best = float("inf")
-    for _ in range(rounds):
-        runs, start = 0, time.perf_counter()
-        while time.perf_counter() - start < budget / rounds or runs == 0:
-            fn()
-            runs += 1
-        best = min(best, (time.perf_counter() - start) / runs)
-    return best
 
 
 def encode(img: Image.Image, fmt: str) -> bytes:
