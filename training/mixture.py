@@ -36,15 +36,17 @@ _FAMILY_WEIGHTS = np.array([3, 2, 2, 1, 2, 4, 1, 0.5])
 NEGATIVE_KINDS = ("blank", "noise", "texture", "ruled_line", "box_border", "empty_box")
 
 
-def _pixels(blobs: list[bytes], keep_blank: bool) -> np.ndarray:
-    from shared.imaging import Prepared, prepare_many
+def _prepared(blobs: list[bytes], labels: np.ndarray, keep_blank: bool
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """The model's inputs for `blobs`, prepared as a worker prepares them, with their
+    labels; images that fail (and blank ones, unless `keep_blank`) are left out of both."""
+    from training.scans import prepare_all
 
-    out = []
-    for i in range(0, len(blobs), 256):
-        for p in prepare_many(blobs[i : i + 256]):
-            if isinstance(p, Prepared) and (keep_blank or p.has_ink):
-                out.append(p.pixels)
-    return np.stack(out) if out else np.zeros((0, 28, 28), np.float32)
+    prepared, _ = prepare_all(blobs)
+    keep = [i for i, p in enumerate(prepared) if p is not None and (keep_blank or p.has_ink)]
+    if not keep:
+        return np.zeros((0, 28, 28), np.float32), np.zeros(0, np.int64)
+    return np.stack([prepared[i].pixels for i in keep]), np.asarray(labels)[keep]
 
 
 def _render_digits(job) -> tuple[np.ndarray, np.ndarray]:
@@ -53,19 +55,9 @@ def _render_digits(job) -> tuple[np.ndarray, np.ndarray]:
     images, labels, start = job
     rng = np.random.default_rng((SEED, start))
     p = _FAMILY_WEIGHTS / _FAMILY_WEIGHTS.sum()
-    blobs, kept = [], []
-    for digit, label in zip(images, labels, strict=True):
-        blobs.append(render_crop(digit, TRAINING_FAMILIES[rng.choice(len(p), p=p)], rng))
-        kept.append(label)
-    from shared.imaging import Prepared, prepare_many
-
-    pixels, out = [], []
-    for i in range(0, len(blobs), 256):
-        for p_, y in zip(prepare_many(blobs[i : i + 256]), kept[i : i + 256], strict=True):
-            if isinstance(p_, Prepared) and p_.has_ink:
-                pixels.append(p_.pixels)
-                out.append(y)
-    return np.stack(pixels), np.array(out, np.int64)
+    blobs = [render_crop(digit, TRAINING_FAMILIES[rng.choice(len(p), p=p)], rng)
+             for digit in images]
+    return _prepared(blobs, labels, keep_blank=False)
 
 
 def _render_negatives(job) -> np.ndarray:
@@ -80,7 +72,7 @@ def _render_negatives(job) -> np.ndarray:
         kind = kinds[(start + i) % len(kinds)]
         blobs.append(render_empty(kind, rng) if kind in NON_DIGIT_KINDS
                      else render_non_digit(kind, rng))
-    return _pixels(blobs, keep_blank=False)
+    return _prepared(blobs, np.full(len(blobs), -1), keep_blank=False)[0]
 
 
 def extra_training(train_set: Tensors, real_dir, rendered: int = RENDERED,
@@ -107,10 +99,10 @@ def extra_training(train_set: Tensors, real_dir, rendered: int = RENDERED,
                "rendered_families": list(TRAINING_FAMILIES), "negatives": len(neg),
                "real": {}, "real_repeat": REAL_REPEAT}
     for data in real_parts(real_dir, TRAIN):
-        x = _pixels(data.blobs, keep_blank=True)
+        x, y = _prepared(data.blobs, data.digits(), keep_blank=True)
         repeat = REAL_REPEAT.get(data.name, 3)
         xs += [x] * repeat
-        ys += [data.digits()] * repeat
+        ys += [y] * repeat
         summary["real"][data.name] = len(data.files)
     xs.append(neg)
     ys.append(np.full(len(neg), -1, np.int64))
