@@ -55,6 +55,17 @@ def data_dir() -> Path:
     return DATA_DIR
 
 
+@pytest.fixture(scope="session")
+def mnist_test() -> tuple:
+    """The 10,000 MNIST test digits (images, labels), loaded once; skips without MNIST."""
+    from shared.mnist import load_split
+
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"MNIST not found in {DATA_DIR} (set DIGITS_DATA_DIR)")
+    test = load_split(DATA_DIR, "test")
+    return test.images, test.labels
+
+
 def mnist_png_bytes(start: int, count: int) -> list[tuple[str, bytes, int]]:
     """(filename, PNG bytes, label) for MNIST test digits, drawn dark on white like a scan."""
     from PIL import Image

@@ -12,21 +12,17 @@ from PIL import Image, ImageDraw
 
 from shared.formats import sniff_format
 from shared.imaging import ImageError, Prepared, decode, prepare
-from shared.mnist import load_split
 from shared.settings import get_settings
 from shared.verdict import Verdict, judge, softmax
 
 # The shipped model (models/digits-cnn.safetensors unless DIGITS_MODEL_PATH says otherwise).
-DATA_DIR = get_settings().data_dir
 MODEL = Path(get_settings().model_path)
 
 
 @pytest.fixture(scope="module")
-def digits():
-    if not DATA_DIR.is_dir():
-        pytest.skip(f"MNIST not found in {DATA_DIR} (set DIGITS_DATA_DIR)")
-    test = load_split(DATA_DIR, "test")
-    return test.images[:300], test.labels[:300]
+def digits(mnist_test):
+    images, labels = mnist_test
+    return images[:300], labels[:300]
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from shared.mnist import load_split
 from shared.settings import get_settings
 from training.forms import DIGIT_FAMILIES, render_crop, render_empty
 from training.labelled import (
@@ -31,17 +30,13 @@ from training.labelled import (
     part_of,
 )
 
-DATA_DIR = get_settings().data_dir
 REAL_DIR = get_settings().real_data_dir
 MODEL = Path(get_settings().model_path)
 
 
 @pytest.fixture(scope="module")
-def digits():
-    if not DATA_DIR.is_dir():
-        pytest.skip(f"MNIST not found in {DATA_DIR} (set DIGITS_DATA_DIR)")
-    test = load_split(DATA_DIR, "test")
-    return test.images, test.labels
+def digits(mnist_test):
+    return mnist_test
 
 
 @pytest.fixture(scope="module")
