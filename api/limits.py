@@ -53,6 +53,9 @@ def register(app: Flask) -> None:
         default_limits_exempt_when=_exempt, strategy="moving-window",
         storage_uri=settings.redis_url or "memory://", swallow_errors=True,
         key_prefix="digits-rate")
+    # Checked before any limit is resolved: an uncounted call (most /predict calls on an
+    # open stack) costs one function call, not a parse of every limit string.
+    limiter.request_filter(_exempt)
 
     @app.errorhandler(RateLimitExceeded)
     def _too_many(exc: RateLimitExceeded):

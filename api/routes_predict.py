@@ -1,17 +1,16 @@
-"""POST /api/v1/predict: one image, answered synchronously through the interactive queue,
-which its own worker serves, so it never waits behind bulk work."""
+"""POST /api/v1/predict: one image, answered synchronously through the interactive
+lane (shared.lane), which its own workers serve, so it never waits behind bulk work."""
 
 from __future__ import annotations
 
-import base64
-
-from celery.exceptions import TimeoutError as CeleryTimeout
+import redis
 from flask import Blueprint, current_app, jsonify, request
 
 from api.errors import ApiError
 from api.uploads import check
+from shared import lane, logs
+from shared.celery_app import DEFAULT_REDIS_URL
 from shared.models import ItemStatus
-from shared.queues import INTERACTIVE_QUEUE, PREDICT_IMAGE
 from shared.settings import get_settings
 
 bp = Blueprint("predict", __name__, url_prefix="/api/v1")
@@ -32,24 +31,34 @@ def _unusable(error: str | None) -> ApiError:
     return ApiError(422, code or "bad_image", message or "not a usable image")
 
 
+def _lane() -> lane.Lane:
+    found = current_app.extensions.get("lane")
+    if found is None:
+        settings = get_settings()
+        # Its own pool: a waiting BLPOP must outlast the read timeout of the ops client.
+        client = redis.Redis.from_url(settings.redis_url or DEFAULT_REDIS_URL,
+                                      socket_timeout=settings.predict_timeout_s + 5,
+                                      socket_connect_timeout=2)
+        found = lane.Lane(client, settings.predict_max_waiting, settings.predict_timeout_s)
+        current_app.extensions["lane"] = found
+    return found
+
+
 @bp.post("/predict")
 def predict():
     settings = get_settings()
     upload = check("image", _image_bytes(), settings.max_image_bytes)
     if upload.status == ItemStatus.FAILED:
         raise _unusable(upload.error)
-    celery = current_app.extensions["celery"]
-    pending = celery.send_task(PREDICT_IMAGE, args=[base64.b64encode(upload.content).decode()],
-                               queue=INTERACTIVE_QUEUE,
-                               argsrepr=f"[<image, {len(upload.content)} bytes>]")
     try:
-        result = pending.get(timeout=settings.predict_timeout_s)
-    except CeleryTimeout as exc:
-        pending.revoke()
-        raise ApiError(504, "timeout", f"no worker answered within {settings.predict_timeout_s:g} "
-                       "s; is an interactive worker running?") from exc
-    finally:
-        pending.forget()
+        result = _lane().ask(upload.content, logs.REQUEST_ID.get() or logs.new_request_id())
+    except lane.LaneBusy as exc:
+        # A second is several full batches of every lane worker.
+        raise ApiError(503, "busy", f"the interactive lane is full ({exc}); try again",
+                       headers={"Retry-After": "1"}) from exc
+    except lane.LaneTimeout as exc:
+        raise ApiError(504, "timeout", f"{exc}; is an interactive worker running? "
+                       "(digits worker --queues interactive)") from exc
     if result["status"] == ItemStatus.FAILED:
         raise _unusable(result.get("error"))
     return jsonify({"object": "prediction", **result})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
 import sys
 import time
 import uuid
@@ -21,18 +22,21 @@ def register(sub) -> None:
     p = sub.add_parser("api", help="serve the HTTP API under gunicorn")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--processes", type=int, default=2, help="gunicorn worker processes")
-    p.add_argument("--threads", type=int, default=8, help="threads per gunicorn process")
+    p.add_argument("--processes", type=int, default=None,
+                   help="gunicorn worker processes (default DIGITS_API_PROCESSES)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads per gunicorn process (default DIGITS_API_THREADS)")
     p.set_defaults(func=cmd_api)
 
-    p = sub.add_parser("worker", help="run a Celery worker against the configured Redis and DB")
+    p = sub.add_parser("worker", help="run a worker (bulk: Celery; interactive: the lane) "
+                       "against the configured Redis and DB")
     p.add_argument("--concurrency", type=int, default=None,
-                   help="pool size (default: one process per CPU core; 8 threads)")
-    p.add_argument("--pool", choices=["auto", "prefork", "threads"], default="auto",
-                   help="auto: threads for the interactive queue alone (its predictions "
-                        "share batches), else prefork processes")
+                   help="processes (default: bulk, one per CPU core; interactive, "
+                        "DIGITS_LANE_PROCESSES)")
+    p.add_argument("--pool", choices=["prefork", "threads"], default="prefork",
+                   help="the bulk worker's Celery pool")
     p.add_argument("--queues", default=f"{INTERACTIVE_QUEUE},{BULK_QUEUE}",
-                   help="comma-separated queues to consume")
+                   help="comma-separated queues to serve")
     p.add_argument("--loglevel", default="info")
     p.set_defaults(func=cmd_worker)
 
@@ -81,6 +85,9 @@ def auth_notice(host: str) -> str:
 
 def cmd_api(args) -> int:
     from shared import metricsdir
+    from shared.settings import get_settings
+
+    settings = get_settings()
 
     # The app reads it (api/auth.py); `digits up` tells the person which it is.
     os.environ["DIGITS_AUTH"] = auth_mode(args.host)
@@ -91,8 +98,9 @@ def cmd_api(args) -> int:
     # the config module formats gunicorn's own lines and tidies up the metrics folder.
     argv = [sys.executable, "-m", "gunicorn", "api:create_app()",
             "--config", "python:api.gunicorn_conf",
-            "--bind", f"{args.host}:{args.port}", "--workers", str(args.processes),
-            "--threads", str(args.threads), "--worker-class", "gthread",
+            "--bind", f"{args.host}:{args.port}",
+            "--workers", str(args.processes or settings.api_processes),
+            "--threads", str(args.threads or settings.api_threads), "--worker-class", "gthread",
             "--timeout", "120", "--graceful-timeout", "20",
             "--error-logfile", "-", "--log-level", "warning"]
     if os.path.isdir("/dev/shm"):
@@ -104,38 +112,66 @@ def cmd_api(args) -> int:
 
 
 def cmd_worker(args) -> int:
+    from cli.main import UserError
     from shared.settings import get_settings
 
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     unknown = set(queues) - {INTERACTIVE_QUEUE, BULK_QUEUE}
-    if unknown:
-        from cli.main import UserError
-
-        raise UserError(f"unknown queue {sorted(unknown)[0]!r}; use {INTERACTIVE_QUEUE} "
-                        f"and/or {BULK_QUEUE}")
-    cores = os.cpu_count() or 1
-    pool = args.pool
-    if pool == "auto":
-        pool = "threads" if queues == [INTERACTIVE_QUEUE] else "prefork"
-    if pool == "threads":
-        # Threads decode in parallel; one batcher thread runs the model on every core.
-        concurrency = args.concurrency or 8
-        os.environ.setdefault("DIGITS_TORCH_THREADS", str(cores))
-    else:
-        concurrency = args.concurrency or cores
-        # Give each pool process its share of the cores, not all of them each.
-        os.environ.setdefault("DIGITS_TORCH_THREADS", str(max(1, cores // concurrency)))
-    get_settings.cache_clear()
+    if unknown or not queues:
+        raise UserError(f"unknown queue {sorted(unknown or {''})[0]!r}; use "
+                        f"{INTERACTIVE_QUEUE} and/or {BULK_QUEUE}")
     if not get_settings().redis_url:
-        from cli.main import UserError
-
         raise UserError("DIGITS_REDIS_URL is not set; point it at the Redis the API uses")
     from shared import artifact
 
-    # Refuse to start on a missing or tampered model rather than fail every chunk later.
+    # Refuse to start on a missing or tampered model rather than fail every request later.
     # Checksum only: building tensors here would start torch's thread pools (and maybe
-    # CUDA) in the parent, and forked pool children then hang in their first forward pass.
+    # CUDA) in the parent, and forked children then hang in their first forward pass.
     artifact.verify(get_settings().model_path)
+    if queues == [INTERACTIVE_QUEUE]:
+        return _lane_worker(args)
+    lane = None
+    if INTERACTIVE_QUEUE in queues:
+        # Both: the lane in a process of its own beside the Celery worker, stopped with it.
+        lane = subprocess.Popen([sys.executable, "-m", "cli.main", "worker", "--queues",
+                                 INTERACTIVE_QUEUE, "--loglevel", args.loglevel],
+                                env={**os.environ, "DIGITS_LANE_PARENT": str(os.getpid())})
+    try:
+        return _bulk_worker(args)
+    finally:
+        if lane is not None:
+            lane.terminate()
+            lane.wait(30)
+
+
+def _lane_worker(args) -> int:
+    from shared import logs, metricsdir
+    from shared.settings import get_settings
+
+    processes = args.concurrency or get_settings().lane_processes
+    cores = os.cpu_count() or 1
+    # Each lane process runs its own batches: one torch thread each unless told.
+    os.environ.setdefault("DIGITS_TORCH_THREADS", str(max(1, cores // (2 * processes))))
+    get_settings.cache_clear()
+    folder = metricsdir.prepare("interactive")  # before anything imports prometheus_client
+    logs.configure(get_settings().log_format, args.loglevel)
+    from worker import lane
+
+    try:
+        return lane.run(processes, parent=int(os.environ.get("DIGITS_LANE_PARENT") or 0))
+    finally:
+        metricsdir.discard(folder)
+
+
+def _bulk_worker(args) -> int:
+    from shared.settings import get_settings
+
+    cores = os.cpu_count() or 1
+    concurrency = args.concurrency or cores
+    if args.pool == "prefork":
+        # Give each pool process its share of the cores, not all of them each.
+        os.environ.setdefault("DIGITS_TORCH_THREADS", str(max(1, cores // concurrency)))
+    get_settings.cache_clear()
     from shared import logs, metricsdir
 
     # Before anything imports prometheus_client; the pool's children inherit it.
@@ -144,11 +180,11 @@ def cmd_worker(args) -> int:
     logs.configure(get_settings().log_format, args.loglevel)
     from worker.celery_app import app
 
-    name = f"{'+'.join(queues)}-{uuid.uuid4().hex[:6]}@%h"
+    name = f"{BULK_QUEUE}-{uuid.uuid4().hex[:6]}@%h"
     # Celery's banner is not a log line: leave it out where every line should be JSON.
     quiet = ["--quiet"] if get_settings().log_format == "json" else []
     try:
-        app.worker_main(argv=[*quiet, "worker", "--queues", ",".join(queues), "--pool", pool,
+        app.worker_main(argv=[*quiet, "worker", "--queues", BULK_QUEUE, "--pool", args.pool,
                               "--concurrency", str(concurrency), "--hostname", name,
                               "--loglevel", args.loglevel, "--without-gossip",
                               "--without-mingle", "-O", "fair"])

@@ -3,7 +3,8 @@
 The API only sends tasks by name through it; the worker registers the task bodies
 (worker/tasks.py). Settings follow the traps recorded in the design notes: late
 acks with idempotent tasks, re-queue when a child dies, a deliberate visibility
-timeout, results stored only for the interactive predictions that wait for them.
+timeout, no results in Redis (bulk results live in the database; the interactive
+lane is not Celery: shared.lane).
 
 Every task sent carries the request id and job id in scope (shared.logs) in its
 message headers, so the worker's log lines name them too. DIGITS_CELERY_EVENTS turns
@@ -17,7 +18,7 @@ from celery.signals import before_task_publish
 from kombu import Queue
 
 from shared import logs
-from shared.queues import BULK_QUEUE, CLASSIFY_CHUNK, INTERACTIVE_QUEUE, PING, PREDICT_IMAGE
+from shared.queues import BULK_QUEUE, CLASSIFY_CHUNK
 from shared.settings import Settings, get_settings
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -28,12 +29,10 @@ def make_celery(settings: Settings | None = None) -> Celery:
     url = settings.redis_url or DEFAULT_REDIS_URL
     app = Celery("digits", broker=url, backend=url)
     app.conf.update(
-        task_queues=[Queue(INTERACTIVE_QUEUE), Queue(BULK_QUEUE)],
+        task_queues=[Queue(BULK_QUEUE)],
         task_default_queue=BULK_QUEUE,
         task_routes={
             CLASSIFY_CHUNK: {"queue": BULK_QUEUE},
-            PREDICT_IMAGE: {"queue": INTERACTIVE_QUEUE},
-            PING: {"queue": INTERACTIVE_QUEUE},
         },
         task_serializer="json",
         accept_content=["json"],

@@ -64,7 +64,7 @@ WORKER_SKIPPED = Counter(
 WORKER_SECONDS = Counter(
     "digits_worker_seconds_total",
     "Worker time by stage: load (database read), decode (decode and normalise), model "
-    "(forward passes; for interactive images, with the batcher's wait), previews "
+    "(forward passes and verdicts), previews "
     "(thumbnails), write (results and job state). Per image: divide its rate by "
     "digits_worker_images_total's.", ["queue", "stage"])
 WORKER_BATCH = Histogram(
@@ -73,6 +73,9 @@ WORKER_BATCH = Histogram(
 WORKER_CHUNK = Histogram(
     "digits_worker_chunk_duration_seconds", "Time a worker spent on one chunk of item ids.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300))
+LANE_DROPPED = Counter(
+    "digits_lane_dropped_total",
+    "Interactive predictions dropped unanswered because their caller had stopped waiting.")
 WORKER_TASK_FAILURES = Counter(
     "digits_worker_task_failures_total", "Tasks that raised (the chunk is delivered again).",
     ["task"])

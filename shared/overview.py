@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from shared import lane
 from shared.models import Item, ItemStatus, Job, JobStatus
 from shared.queues import BULK_QUEUE, INTERACTIVE_QUEUE
 
@@ -72,11 +73,12 @@ def workers_by_queue(found: list[dict]) -> dict[str, dict]:
 
 
 def queue_depths(client) -> dict[str, int]:
-    """Messages waiting on each queue (the Redis transport keeps each in a list), and
+    """Messages waiting on each queue (the Redis transport keeps each in a list; the
+    interactive lane its own, shared.lane), and
     those delivered to a worker and not yet acknowledged."""
     pipe = client.pipeline(transaction=False)
     for queue in QUEUES:
-        pipe.llen(queue)
+        pipe.llen(lane.REQUESTS_KEY if queue == INTERACTIVE_QUEUE else queue)
     pipe.hlen(UNACKED_KEY)
     *depths, unacked = pipe.execute()
     return {**dict(zip(QUEUES, map(int, depths), strict=True)), "unacked": int(unacked)}

@@ -1,9 +1,7 @@
 """Queue and task names: the API sends tasks by name, so neither side imports the other."""
 
-INTERACTIVE_QUEUE = "interactive"  # single predictions; never waits behind bulk work
+INTERACTIVE_QUEUE = "interactive"  # single predictions (shared.lane); never behind bulk work
 BULK_QUEUE = "bulk"  # chunks of item ids from jobs
 
 CLASSIFY_CHUNK = "digits.classify_chunk"  # args: [item ids]
-PREDICT_IMAGE = "digits.predict_image"  # args: [base64 image bytes]; returns a result dict
 RECONCILE = "digits.reconcile"  # re-queues pending items whose messages were lost
-PING = "digits.ping"

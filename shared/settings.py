@@ -59,9 +59,6 @@ class Settings(BaseSettings):
         description="Image bytes a worker holds at once: a chunk with more is read and "
                     "classified in runs of at most this much.")
     max_batch_size: int = Field(default=128, ge=1, description="Images per model forward pass.")
-    max_batch_wait_ms: float = Field(
-        default=1.0, ge=0,
-        description="How long the interactive batcher waits to fill a batch (bench/).")
     torch_threads: int = Field(default=0, ge=0, description="0 lets torch decide.")
 
     # --- API limits -----------------------------------------------------------
@@ -73,7 +70,22 @@ class Settings(BaseSettings):
         default=10_000, ge=1,
         description="Members that the zips of one request may hold together (clients "
                     "send at most 500 files a request); past it the request is a 413.")
-    predict_timeout_s: float = Field(default=10.0, gt=0)
+    predict_timeout_s: float = Field(
+        default=10.0, gt=0,
+        description="How long POST /api/v1/predict waits for a lane worker (then 504).")
+    api_processes: int = Field(default=2, ge=1, description="`digits api`'s gunicorn processes.")
+    api_threads: int = Field(
+        default=32, ge=1,
+        description="Threads per API process: each holds one request, and a /predict call "
+                    "holds its thread while the lane answers (32: bench/interactive.py).")
+    lane_processes: int = Field(
+        default=1, ge=1,
+        description="Processes of an interactive (lane) worker; each batches whatever "
+                    "predictions wait (bench/interactive.py).")
+    predict_max_waiting: int = Field(
+        default=256, ge=1,
+        description="Predictions that may wait for a lane worker at once; past it "
+                    "/predict answers 503 with Retry-After instead of queueing longer.")
     page_size: int = Field(default=100, ge=1, le=1000)
 
     # --- reliability -----------------------------------------------------------

@@ -10,6 +10,7 @@ import sys
 import zipfile
 
 import pytest
+import redis
 
 from api import create_app
 from tests.conftest import ROOT
@@ -92,6 +93,10 @@ def test_predict_without_a_worker_is_a_504_and_not_ready(use_database, sqlite_ur
     response = client.post("/api/v1/predict", data={"image": (io.BytesIO(png), "a.png")},
                            content_type="multipart/form-data")
     assert response.status_code == 504 and response.json["error"]["code"] == "timeout"
+    # The caller gave up: its request is off the lane, so no worker computes it late.
+    from shared import lane
+
+    assert lane.waiting(redis.Redis.from_url(redis_db)) == 0
     ready = client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json["checks"]["database"] == "ok" and ready.json["checks"]["redis"] == "ok"

@@ -137,6 +137,18 @@ def test_draw_digits_and_see_the_answer(page, shots):
     expect(page.locator("#error")).to_be_hidden()
 
 
+def test_a_busy_lane_says_try_again(page):
+    page.goto("/")
+    page.route("**/api/v1/predict", lambda route: route.fulfill(
+        status=503, headers={"Retry-After": "1"}, content_type="application/json",
+        body='{"error": {"code": "busy", "message": "the interactive lane is full"}}'))
+    draw(page, "1")
+    page.get_by_role("button", name="Recognise").click()
+    expect(page.locator("#result-status")).to_have_text("Busy, try again in a moment.")
+    expect(page.locator("#error")).to_contain_text("503 busy")
+    expect(page.get_by_role("button", name="Recognise")).to_be_enabled()
+
+
 def test_upload_a_folder_and_watch_the_job(page, shots, tmp_path, live_stack):
     digits = mnist_png_bytes(100, 12)
     folder = write_folder(tmp_path, digits)

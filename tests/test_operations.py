@@ -120,8 +120,8 @@ def test_one_request_id_from_the_client_to_the_worker(live_stack):
                and x["logger"] == "digits.access"]
         worker = [x for x in lines if x.get("request_id") == request_id
                   and x["logger"] == "worker.processing"]
-        interactive = [x for x in lines if x.get("request_id") == predict_id
-                       and x["logger"] == "celery.app.trace"]
+        interactive = [x for x in lines if predict_id in x.get("message", "")
+                       and x["logger"] == "worker.lane"]
         return (api, worker, interactive) if api and worker and interactive else None
 
     api, worker, interactive = wait_for(ours, 30, what="the log lines of both requests")
@@ -129,7 +129,8 @@ def test_one_request_id_from_the_client_to_the_worker(live_stack):
     assert api[0]["route"] == "/api/v1/jobs" and api[0]["duration_ms"] > 0
     assert worker[0]["job_id"] == job_id and worker[0]["pid"] != api[0]["pid"]
     assert "5 written" in worker[0]["message"]
-    assert "digits.predict_image" in interactive[0]["message"]
+    assert interactive[0]["message"].startswith("batch of ")
+    assert interactive[0]["pid"] != api[0]["pid"]
     # Every log line of the stack's Python processes is JSON; only digits up's own
     # progress lines and Celery's shutdown notices are plain text.
     plain = [line for line in live_stack.log.read_text(errors="replace").splitlines()

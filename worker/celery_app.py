@@ -137,28 +137,14 @@ def _after_fork(**_kwargs) -> None:
 
 
 def _warm_up() -> None:
-    """What a first chunk would otherwise wait for: the model and its kernels for a full
-    batch, the decoders and resampling weights, a database connection."""
-    import io
+    """What a first chunk would otherwise wait for: the model and its kernels, the
+    decoders, a database connection."""
+    from worker.inference import get_predictor, warm_up
 
-    import numpy as np
-    from PIL import Image
-
-    from shared.imaging import prepare_many
-    from worker.inference import get_predictor
-
-    log = logging.getLogger(__name__)
     try:
-        predictor = get_predictor()
-        predictor.probabilities(np.zeros((predictor.max_batch_size, 28, 28), np.float32),
-                                counted=False)
+        warm_up(get_predictor())
     except Exception:  # the first task will raise the same error where it is reported
         log.exception("could not load the model")
-    page = np.full((28, 28), 255, np.uint8)
-    page[6:22, 12:16] = 0  # a "1"
-    buffer = io.BytesIO()
-    Image.fromarray(page).save(buffer, format="PNG")
-    prepare_many([buffer.getvalue()])
     try:
         with db.engine().connect():
             pass

@@ -17,7 +17,6 @@ from shared import artifact, metrics
 from shared.artifact_meta import version_label
 from shared.settings import get_settings
 from shared.verdict import softmax
-from worker.batcher import DynamicBatcher
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ class Predictor:
 
     def _use_threads(self) -> None:
         # OpenMP's thread count is per calling thread: set it in whichever thread runs the
-        # model (a task thread, the batcher), or it falls back to every core and two
+        # model (a task thread, a lane process), or it falls back to every core and two
         # worker processes fight over them.
         if self.threads and torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
@@ -67,7 +66,6 @@ class Predictor:
 
 
 _predictor: Predictor | None = None
-_batcher: DynamicBatcher | None = None
 _lock = threading.Lock()
 
 
@@ -82,13 +80,19 @@ def get_predictor() -> Predictor:
         return _predictor
 
 
-def get_batcher() -> DynamicBatcher:
-    """The process's dynamic batcher over its predictor (interactive predictions)."""
-    global _batcher
-    predictor = get_predictor()
-    with _lock:
-        if _batcher is None:
-            s = get_settings()
-            _batcher = DynamicBatcher(predictor.probabilities, s.max_batch_size,
-                                      s.max_batch_wait_ms / 1000)
-        return _batcher
+def warm_up(predictor: Predictor) -> None:
+    """What a first batch would otherwise wait for: the model's kernels for a full batch,
+    the decoders and resampling weights."""
+    import io
+
+    from PIL import Image
+
+    from shared.imaging import prepare_many
+
+    predictor.probabilities(np.zeros((predictor.max_batch_size, 28, 28), np.float32),
+                            counted=False)
+    page = np.full((28, 28), 255, np.uint8)
+    page[6:22, 12:16] = 0  # a "1"
+    buffer = io.BytesIO()
+    Image.fromarray(page).save(buffer, format="PNG")
+    prepare_many([buffer.getvalue()])

@@ -12,7 +12,6 @@ counter updates per chunk, never per image.
 
 from __future__ import annotations
 
-import base64
 import logging
 import time
 from collections.abc import Callable
@@ -25,10 +24,10 @@ from sqlalchemy import bindparam, func, select, update
 from shared import db, dispatch, failpoints, jobstate, logs, metrics, thumbnails
 from shared.imaging import ImageError, Prepared, prepare_many
 from shared.models import Item, ItemStatus
-from shared.queues import BULK_QUEUE, INTERACTIVE_QUEUE
+from shared.queues import BULK_QUEUE
 from shared.settings import get_settings
 from shared.verdict import judge
-from worker.inference import Predictor, get_batcher, get_predictor
+from worker.inference import Predictor, get_predictor
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +99,7 @@ def classify(images: list[bytes], predictor: Predictor,
     return outcomes
 
 
-def _record(queue: str, outcomes: list[Outcome], clock: dict[str, float]) -> None:
+def record(queue: str, outcomes: list[Outcome], clock: dict[str, float]) -> None:
     metrics.record_outcomes(queue, (o.status for o in outcomes),
                             sum(o.needs_review for o in outcomes))
     metrics.record_stages(queue, clock)
@@ -266,18 +265,8 @@ def _classify_rows(rows, contents: list[bytes], job_ids: list[str], asked: int,
         jobstate.finish_if_complete(s, job_ids)
     done = time.perf_counter()
     clock["write"] = done - writing
-    _record(BULK_QUEUE, outcomes, clock)
+    record(BULK_QUEUE, outcomes, clock)
     metrics.WORKER_CHUNK.observe(done - started)
     log.info("chunk of %d items: %d written in %.0f ms (jobs %s)", asked, written,
              (done - started) * 1000, job_ids)
     return written
-
-
-def predict_bytes(data_b64: str) -> dict:
-    """One image for the interactive queue: the result, never stored. Concurrent
-    predictions in one worker share forward passes through the dynamic batcher."""
-    predictor, batcher = get_predictor(), get_batcher()
-    clock: dict[str, float] = {}
-    outcome = classify([base64.b64decode(data_b64)], predictor, batcher.submit, clock=clock)[0]
-    _record(INTERACTIVE_QUEUE, [outcome], clock)
-    return {**outcome.as_dict(), "model_version": predictor.version}

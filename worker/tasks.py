@@ -6,7 +6,7 @@ import logging
 import random
 
 from shared import dispatch
-from shared.queues import BULK_QUEUE, CLASSIFY_CHUNK, INTERACTIVE_QUEUE, PING, PREDICT_IMAGE
+from shared.queues import BULK_QUEUE, CLASSIFY_CHUNK
 from shared.settings import get_settings
 from worker import processing
 from worker.celery_app import app
@@ -40,16 +40,3 @@ def classify_chunk(self, item_ids: list[int]) -> int:
             raise self.retry(exc=exc, countdown=countdown, max_retries=cap) from None
         return processing.fail_pending(
             item_ids, f"task_error: gave up after {tries + 1} tries: {what}"[:1000])
-
-
-# Predictions are answered to a waiting HTTP request: keep the result briefly, and
-# drop messages the caller has stopped waiting for.
-@app.task(name=PREDICT_IMAGE, queue=INTERACTIVE_QUEUE, ignore_result=False, acks_late=False,
-          expires=60, soft_time_limit=30, time_limit=40)
-def predict_image(data_b64: str) -> dict:
-    return processing.predict_bytes(data_b64)
-
-
-@app.task(name=PING, queue=INTERACTIVE_QUEUE, ignore_result=False, acks_late=False)
-def ping() -> str:
-    return "pong"

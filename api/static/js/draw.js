@@ -1,7 +1,7 @@
 // The draw page: a canvas drawn on with pointer events (mouse, pen, touch), sent as a PNG
 // to POST /api/v1/predict; the answer is shown as a digit, a confidence and ten bars.
 
-import { describe, percent, postForm, showError } from "./api.js";
+import { ApiError, describe, percent, postForm, showError } from "./api.js";
 
 const canvas = document.getElementById("pad");
 const ctx = canvas.getContext("2d");
@@ -135,7 +135,9 @@ async function recognise() {
     form.append("image", blob, "drawing.png");
     show(await postForm("/api/v1/predict", form));
   } catch (error) {
-    statusText.textContent = "Could not recognise the drawing.";
+    // 503: the interactive lane is full for a moment (429 is this account's own limit).
+    const busy = error instanceof ApiError && error.status === 503;
+    statusText.textContent = busy ? "Busy, try again in a moment." : "Could not recognise the drawing.";
     showError(errorBox, describe(error));
   } finally {
     recogniseButton.disabled = false;

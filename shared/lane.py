@@ -1,0 +1,106 @@
+"""The interactive lane's transport: one Redis list of requests, one reply key each.
+
+Chosen by measurement (docs/scaling.md): a prediction through Celery cost about
+9 ms of CPU, most of it in Celery's task protocol and its result backend (a
+pub/sub consumer per waiting request), not in the model. Here a request is one
+list element, `header \\n image bytes` (no base64, no JSON around the image), pushed
+by a Lua script that refuses it when the lane is full; the API then waits on its own
+reply key with BLPOP. A lane worker (worker/lane.py) pops every waiting request at
+once, so concurrent requests share a forward pass, and pushes each answer to its key
+in one pipelined round trip. Any number of lane workers, on any host that reaches the
+Redis, take from the same list.
+
+A request carries a deadline: a worker drops one whose caller has stopped waiting
+instead of computing it late, and the caller that times out takes its request back
+off the list. This module imports neither torch nor Flask: both sides use it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+
+REQUESTS_KEY = "digits:lane:requests"
+REPLY_PREFIX = "digits:lane:reply:"
+# An answer nobody collected (its caller gave up a moment before) goes after this.
+REPLY_TTL_S = 30
+
+# KEYS[1] the list; ARGV[1] the request, ARGV[2] the most that may wait. Returns the
+# length after the push, or -1 when the lane is full (then nothing is pushed).
+_PUSH_IF_ROOM = """
+local n = redis.call('LLEN', KEYS[1])
+if n >= tonumber(ARGV[2]) then return -1 end
+return redis.call('RPUSH', KEYS[1], ARGV[1])
+"""
+
+
+class LaneBusy(Exception):
+    """The lane holds as many waiting requests as it may: answer 503, retry soon."""
+
+
+class LaneTimeout(Exception):
+    """No lane worker answered within the timeout."""
+
+
+@dataclass(frozen=True)
+class Request:
+    reply_key: str
+    deadline: float  # time.time() after which nobody waits for the answer
+    request_id: str
+    image: bytes
+
+
+def encode(request: Request) -> bytes:
+    head = f"{request.reply_key} {request.deadline:.3f} {request.request_id}\n"
+    return head.encode() + request.image
+
+
+def decode(raw: bytes) -> Request:
+    head, _, image = raw.partition(b"\n")
+    reply_key, deadline, request_id = head.decode().split(" ", 2)
+    return Request(reply_key, float(deadline), request_id, image)
+
+
+class Lane:
+    """The API's side: send one image, wait for its answer."""
+
+    def __init__(self, client, max_waiting: int, timeout_s: float) -> None:
+        self.client = client
+        self.max_waiting = max_waiting
+        self.timeout_s = timeout_s
+        self._push = client.register_script(_PUSH_IF_ROOM)
+
+    def ask(self, image: bytes, request_id: str) -> dict:
+        key = REPLY_PREFIX + uuid.uuid4().hex
+        raw = encode(Request(key, time.time() + self.timeout_s, request_id, image))
+        if self._push(keys=[REQUESTS_KEY], args=[raw, self.max_waiting]) < 0:
+            raise LaneBusy(f"{self.max_waiting} predictions are already waiting")
+        # BLPOP's timeout is whole or fractional seconds (Redis >= 6).
+        got = self.client.blpop([key], timeout=self.timeout_s)
+        if got is None:
+            # Take it back if no worker has: nobody computes it late.
+            self.client.lrem(REQUESTS_KEY, 1, raw)
+            raise LaneTimeout(f"no lane worker answered within {self.timeout_s:g} s")
+        return json.loads(got[1])
+
+
+def answer(pipe, request: Request, result: dict) -> None:
+    """Queue one answer on a pipeline (the worker sends a batch's answers at once)."""
+    pipe.rpush(request.reply_key, json.dumps(result, separators=(",", ":")))
+    pipe.expire(request.reply_key, REPLY_TTL_S)
+
+
+def take(client, most: int, wait_s: float) -> list[bytes]:
+    """Up to `most` waiting requests: blocks up to `wait_s` for the first, then takes
+    whatever else is waiting in one more round trip (LPOP with a count, Redis >= 6.2)."""
+    first = client.blpop([REQUESTS_KEY], timeout=wait_s)
+    if first is None:
+        return []
+    rest = client.lpop(REQUESTS_KEY, most - 1) if most > 1 else None
+    return [first[1], *(rest or [])]
+
+
+def waiting(client) -> int:
+    return int(client.llen(REQUESTS_KEY))

@@ -1,0 +1,130 @@
+"""The interactive lane (shared/lane.py, worker/lane.py) on a real Redis: a real lane
+worker process answers many concurrent callers, each with its own answer; a full lane
+answers 503 with Retry-After; a request nobody waits for is dropped, not computed."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import redis
+
+from api import create_app
+from shared import lane
+from shared.settings import get_settings
+from tests.conftest import ROOT, digits_argv, mnist_png_bytes, stop_process, wait_for
+
+
+@pytest.fixture
+def lane_app(use_database, sqlite_url, redis_db, monkeypatch):
+    monkeypatch.setenv("DIGITS_PREDICT_TIMEOUT_S", "20")
+    use_database(sqlite_url, DIGITS_REDIS_URL=redis_db)
+    return create_app({"TESTING": True})
+
+
+@pytest.fixture
+def lane_worker(lane_app, redis_db, shipped_model):
+    """`digits worker --queues interactive` with two lane processes, on the test's Redis."""
+    env = {**os.environ, "DIGITS_REDIS_URL": redis_db, "DIGITS_METRICS": "false",
+           "DIGITS_LANE_PROCESSES": "2"}
+    proc = subprocess.Popen(digits_argv("worker", "--queues", "interactive"), cwd=ROOT,
+                            env=env, start_new_session=True)
+    client = redis.Redis.from_url(redis_db)
+    try:
+        # Announced once a lane process has its model loaded.
+        wait_for(lambda: list(client.scan_iter("digits:worker:interactive-*")), 120,
+                 what="the lane worker to announce itself")
+        yield proc
+    finally:
+        stop_process(proc)
+
+
+def test_concurrent_callers_each_get_their_own_answer(lane_app, lane_worker, shipped_model):
+    from worker.inference import Predictor
+    from worker.processing import classify
+
+    digits = mnist_png_bytes(3000, 240)
+    expected = [o.digit for o in classify([d for _, d, _ in digits],
+                                          Predictor(shipped_model, "cpu", 128, 1))]
+
+    def ask(i: int):
+        client = lane_app.test_client()
+        _, data, _ = digits[i]
+        response = client.post("/api/v1/predict", data=data, content_type="image/png")
+        return i, response.status_code, response.json
+
+    with ThreadPoolExecutor(24) as pool:
+        answers = list(pool.map(ask, range(len(digits))))
+    assert all(status == 200 for _, status, _ in answers), answers[:3]
+    assert [body["digit"] for _, _, body in answers] == expected
+    assert all(body["model_version"].startswith("digits-cnn@") for _, _, body in answers)
+    # Nothing is left behind in Redis: no request, no uncollected answer.
+    client = redis.Redis.from_url(get_settings().redis_url)
+    assert lane.waiting(client) == 0
+    assert not list(client.scan_iter(lane.REPLY_PREFIX + "*"))
+
+
+def test_a_full_lane_answers_503_with_retry_after(lane_app, redis_db, monkeypatch):
+    monkeypatch.setenv("DIGITS_PREDICT_MAX_WAITING", "2")
+    monkeypatch.setenv("DIGITS_PREDICT_TIMEOUT_S", "3")
+    get_settings.cache_clear()
+    app = create_app({"TESTING": True})
+    png = mnist_png_bytes(0, 1)[0][1]
+    client = redis.Redis.from_url(redis_db)
+    answers = []
+    waiting = [threading.Thread(target=lambda: answers.append(app.test_client().post(
+        "/api/v1/predict", data=png, content_type="image/png"))) for _ in range(2)]
+    for t in waiting:  # no lane worker: these two wait (and time out after 3 s)
+        t.start()
+    wait_for(lambda: lane.waiting(client) == 2, 10,
+             what=f"two waiting predictions ({[(a.status_code, a.json) for a in answers]})")
+    refused = app.test_client().post("/api/v1/predict", data=png, content_type="image/png")
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+    assert refused.json["error"]["code"] == "busy"
+    for t in waiting:
+        t.join(30)
+    # Both timed out and took their requests back: nobody computes them late.
+    assert [a.status_code for a in answers] == [504, 504]
+    assert lane.waiting(client) == 0
+
+
+def test_a_request_nobody_waits_for_is_dropped(redis_db, shipped_model):
+    from worker import lane as lane_worker
+    from worker.inference import Predictor
+
+    client = redis.Redis.from_url(redis_db)
+    png = mnist_png_bytes(0, 1)[0][1]
+    late = lane.Request(lane.REPLY_PREFIX + "late", time.time() - 1, "rid-late", png)
+    live = lane.Request(lane.REPLY_PREFIX + "live", time.time() + 30, "rid-live", png)
+    client.rpush(lane.REQUESTS_KEY, lane.encode(late), lane.encode(live))
+    predictor = Predictor(shipped_model, "cpu", 128, 1)
+    assert lane_worker.serve_once(client, predictor, wait_s=1) == 1
+    assert client.exists(late.reply_key) == 0
+    assert 0 < client.ttl(live.reply_key) <= lane.REPLY_TTL_S  # gone if nobody collects it
+    answer = client.lpop(live.reply_key)
+    assert b'"digit":7' in answer and b'"status":"done"' in answer
+
+
+def test_a_bad_image_fails_alone_in_its_batch(redis_db, shipped_model):
+    from worker import lane as lane_worker
+    from worker.inference import Predictor
+
+    client = redis.Redis.from_url(redis_db)
+    png = mnist_png_bytes(0, 1)[0][1]
+    good = lane.Request(lane.REPLY_PREFIX + "good", time.time() + 30, "a", png)
+    bad = lane.Request(lane.REPLY_PREFIX + "bad", time.time() + 30, "b", b"\x89PNG\r\n\x1a\n")
+    client.rpush(lane.REQUESTS_KEY, lane.encode(bad), lane.encode(good))
+    assert lane_worker.serve_once(client, Predictor(shipped_model, "cpu", 128, 1), 1) == 2
+    assert b'"status":"failed"' in client.lpop(bad.reply_key)
+    assert b'"digit":7' in client.lpop(good.reply_key)
+
+
+def test_request_round_trips_through_its_encoding():
+    request = lane.Request("digits:lane:reply:x", 1234.5, "id with spaces", b"\n\x00bytes\n")
+    assert lane.decode(lane.encode(request)) == request
+    assert io.BytesIO(lane.encode(request)).read().count(b"\n") == 3

@@ -1,0 +1,139 @@
+"""The interactive lane's worker: `digits worker --queues interactive`.
+
+A main process that forks `concurrency` lane processes, announces them in Redis
+(shared.overview), starts again one that dies, and stops them all on SIGTERM or
+Ctrl-C. Each lane process loads the model once and loops: take every request waiting
+on the lane (shared.lane), up to a model batch; drop those whose caller stopped
+waiting; decode, normalise and classify the rest in one forward pass, exactly as a
+bulk chunk is (worker.processing.classify); push each answer to its caller's key in
+one round trip. No timer fills a batch: while one batch runs, the next gathers.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+import uuid
+
+from shared import lane, metrics, overview
+from shared.queues import INTERACTIVE_QUEUE
+from shared.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def _redis():
+    import redis
+
+    from shared.celery_app import DEFAULT_REDIS_URL
+
+    # No socket timeout on reads: BLPOP blocks by design, up to its own timeout.
+    return redis.Redis.from_url(get_settings().redis_url or DEFAULT_REDIS_URL,
+                                socket_connect_timeout=5, health_check_interval=30)
+
+
+def serve_once(client, predictor, wait_s: float = 1.0) -> int:
+    """Answer one batch of waiting requests; returns how many were answered."""
+    from worker import processing
+
+    requests = [lane.decode(raw) for raw in lane.take(client, predictor.max_batch_size, wait_s)]
+    now = time.time()
+    live = [r for r in requests if r.deadline > now]
+    if len(live) < len(requests):
+        metrics.LANE_DROPPED.inc(len(requests) - len(live))
+    if not live:
+        return 0
+    clock: dict[str, float] = {}
+    outcomes = processing.classify([r.image for r in live], predictor, clock=clock)
+    pipe = client.pipeline(transaction=False)
+    for request, outcome in zip(live, outcomes, strict=True):
+        lane.answer(pipe, request, {**outcome.as_dict(), "model_version": predictor.version})
+    pipe.execute()
+    processing.record(INTERACTIVE_QUEUE, outcomes, clock)
+    # One line a batch, not one a prediction (a tenth of the lane's CPU at full load):
+    # each request id is in it, so a request's API line and its batch still meet.
+    log.info("batch of %d predictions in %.1f ms: requests %s", len(live),
+             1000 * sum(clock.values()), " ".join(r.request_id for r in live))
+    return len(live)
+
+
+def _lane_process(ready) -> None:
+    """One lane process: the model, then batches until SIGTERM (or its parent dies)."""
+    stopping: list[bool] = []
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process stops us in order
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    from worker.inference import get_predictor, warm_up
+
+    parent = os.getppid()
+    predictor = get_predictor()
+    warm_up(predictor)
+    client = _redis()
+    ready.set()
+    log.info("lane process ready (model %s)", predictor.version)
+    while not stopping and os.getppid() == parent:
+        try:
+            serve_once(client, predictor)
+        except Exception as exc:  # Redis away for a moment: callers time out, we go on
+            log.warning("lane batch failed: %s", exc)
+            time.sleep(1.0)
+
+
+def run(concurrency: int, parent: int = 0) -> int:
+    """The main process: fork, announce, watch, stop. With `parent`, it also stops when
+    that process is gone (a `digits worker` serving both queues started it)."""
+    from worker.malloc import keep_freed_memory
+
+    keep_freed_memory()  # inherited by the lane processes
+    settings = get_settings()
+    if settings.metrics_port and settings.metrics:
+        metrics.serve_own(settings.metrics_port)
+    context = multiprocessing.get_context("fork")  # torch is not imported yet here
+    ready = context.Event()  # set by the first lane process that can serve
+    name = f"{INTERACTIVE_QUEUE}-{uuid.uuid4().hex[:6]}@{os.uname().nodename}"
+    info = {"queues": [INTERACTIVE_QUEUE], "concurrency": concurrency, "pool": "lane",
+            "pid": os.getpid(), "started_at": time.time()}
+    quit_now = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: quit_now.set())
+
+    def spawn():
+        proc = context.Process(target=_lane_process, args=(ready,), name="digits-lane")
+        proc.start()
+        return proc
+
+    procs = [spawn() for _ in range(concurrency)]
+    client = _redis()
+    log.info("lane worker %s: %d process(es) on %s", name, concurrency, lane.REQUESTS_KEY)
+    try:
+        # Announced once it can serve, so "a worker is online" means answers come.
+        while not (ready.is_set() or quit_now.is_set()) and any(p.is_alive() for p in procs):
+            ready.wait(0.2)
+        while not quit_now.is_set() and not (parent and os.getppid() != parent):
+            try:
+                overview.announce(client, name, info)
+            except Exception as exc:
+                log.warning("could not announce the lane worker: %s", exc)
+            for i, proc in enumerate(procs):
+                if not proc.is_alive():
+                    log.error("lane process %d exited with %s; starting another", proc.pid,
+                              proc.exitcode)
+                    procs[i] = spawn()
+            quit_now.wait(overview.HEARTBEAT_EVERY_S)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.join(10)  # each finishes its batch (at most a BLPOP's second first)
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        try:
+            overview.withdraw(client, name)
+        except Exception as exc:
+            log.warning("could not withdraw the lane worker: %s", exc)
+        log.info("lane worker %s stopped", name)
+    return 0
