@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import loadgen  # noqa: E402
-from bench.throughput import stop, wait_for, write_folder  # noqa: E402
+from bench.throughput import _ts, stop, wait_for, write_folder  # noqa: E402
 from cli.stack import free_port  # noqa: E402
 
 CLIENTS = (8, 32)
@@ -95,8 +95,6 @@ def bulk_job(url: str, folder: Path, out: Path) -> float:
     subprocess.run([sys.executable, "-m", "cli.main", "submit", str(folder), "--server", url,
                     "--out", str(out)], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     job = requests.get(url + "/api/v1/jobs", params={"limit": 1}, timeout=10).json()["data"][0]
-    from bench.throughput import _ts
-
     return job["counts"]["total"] / (_ts(job["finished_at"]) - _ts(job["created_at"]))
 
 

@@ -6,7 +6,10 @@
 2. e2e: a folder of PNG scans through `digits submit` to `digits up --workers 2`
    (private Redis, SQLite), from the first upload to the last result stored;
 3. naive: the same images through one Celery task and one commit per image
-   (bench/naive.py) with the same two worker processes.
+   (bench/naive.py) with the same two worker processes;
+4. interactive: POST /api/v1/predict under 1, 8 and 32 closed-loop clients against the
+   plain design (Flask + gunicorn, the model in process), in alternating rounds, and
+   beside a bulk job (bench/interactive.py).
 
 All three run in one process tree on this machine, one after the other, so their
 ratios are comparable. The last line printed is one JSON object.
@@ -213,6 +216,8 @@ def main() -> None:
                         "before and after them)")
     parser.add_argument("--naive-images", type=int, default=2_000,
                         help="the naive design is slow: its rate is measured on fewer images")
+    parser.add_argument("--predict-images", type=int, default=5_000,
+                        help="PNGs per interactive round (each sent once)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="digits-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -230,6 +235,9 @@ def main() -> None:
         one_thread = {bs: max(rate, one_again[bs]) for bs, rate in one_thread.items()}
         best_bs = max(rates, key=rates.get)
         naive = bench_naive(folder, tmp, min(args.naive_images, args.images))
+    from bench import interactive  # it imports this module's helpers
+
+    lane = interactive.measure(args.predict_images, rounds=3, bulk_images=args.images)
 
     bare = rates[best_bs]
     e2e_rate = e2e["images"] / e2e["first_upload_to_last_result_s"]
@@ -247,6 +255,7 @@ def main() -> None:
     print(f"{naive_label:<44}{naive_rate:>12,.0f}")
     print(f"e2e accuracy {e2e['accuracy']:.4f}; e2e / bare {e2e_rate / bare:.1%}; "
           f"e2e / naive {e2e_rate / naive_rate:.1f}x")
+    lane_keys = interactive.report(lane)
     print(json.dumps({
         "bare_images_per_s": round(bare, 1), "bare_best_batch": best_bs,
         "one_thread_best_batch": max(one_thread, key=one_thread.get),
@@ -257,6 +266,7 @@ def main() -> None:
         "e2e_first_upload_to_last_result_s": round(e2e["first_upload_to_last_result_s"], 2),
         "e2e_client_wall_s": round(e2e["client_wall_s"], 2),
         "prepare_us_per_image": round(prepare_s * 1e6, 1), "images": e2e["images"],
+        **lane_keys,
     }))
 
 
