@@ -6,6 +6,7 @@ import logging
 
 from flask import Flask
 
+from api.uploads import SpooledRequest
 from shared import logs
 from shared.artifact_meta import model_version
 from shared.celery_app import make_celery
@@ -15,6 +16,7 @@ from shared.settings import get_settings
 def create_app(test_config: dict | None = None) -> Flask:
     settings = get_settings()
     app = Flask(__name__, static_folder="static", static_url_path="/static")
+    app.request_class = SpooledRequest  # a request's files mostly on disk, not in memory
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         MAX_FORM_PARTS=settings.max_form_parts,

@@ -224,7 +224,8 @@ PATHS = {
                         "name": "Idempotency-Key", "in": "header", "required": False,
                         "schema": {"type": "string", "maxLength": 200},
                         "description": "One per batch: a retried add with the same key "
-                                       "adds nothing more and answers as the first did"}],
+                                       "adds nothing more (or only the rest, if the first "
+                                       "stopped half way) and answers as the first did"}],
                     requestBody=UPLOAD),
     },
     "/api/v1/jobs/{job_id}/seal": {

@@ -26,15 +26,16 @@ def owner() -> str | None:
 
 def _uploads():
     files = [f for key in request.files for f in request.files.getlist(key)]
-    # The zips of a request may expand to at most 4x the request limit, together: enough
+    # The zips of a request may expand to at most max_expanded_bytes, together: enough
     # for PNG scans, not a bomb; and hold at most max_zip_members members, together.
     settings = get_settings()
-    return collect(files, settings.max_image_bytes, 4 * current_app.config["MAX_CONTENT_LENGTH"],
+    return collect(files, settings.max_image_bytes, settings.max_expanded_bytes,
                    settings.max_zip_members)
 
 
 def _queued(uploads) -> int:
-    return sum(1 for u in uploads if u.status == ItemStatus.PENDING)
+    # At most this many will wait: counted from the zips' directories, nothing read yet.
+    return len(uploads)
 
 
 def _flag(name: str) -> bool | None:

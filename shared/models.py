@@ -94,6 +94,9 @@ class JobAdd(Base):
                                         primary_key=True)
     idempotency_key: Mapped[str] = mapped_column(String(200), primary_key=True)
     added: Mapped[int] = mapped_column(Integer)  # files in the request, as first answered
+    # While the add is stored (in runs, api/jobs_service.py): the request storing it, and
+    # `added` counts the files stored so far. NULL once the add is whole.
+    claim: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

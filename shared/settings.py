@@ -62,7 +62,16 @@ class Settings(BaseSettings):
     torch_threads: int = Field(default=0, ge=0, description="0 lets torch decide.")
 
     # --- API limits -----------------------------------------------------------
-    max_request_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_request_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024,
+        description="A request's body (413 past it). The API reads its files one at a "
+                    "time and stores them in runs of about 8 MiB, so a thread holds about "
+                    "one run of images, not the request.")
+    max_expanded_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=1024,
+        description="Bytes that the zips of one request may expand to together, counted "
+                    "from their directories before anything expands; past it the request "
+                    "is a 413 and nothing of it is stored.")
     max_image_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(default=40_000_000, ge=1)
     max_form_parts: int = Field(default=2000, ge=10)

@@ -49,6 +49,10 @@ def test_too_many_files_in_one_request_is_a_413_with_json(client):
 
 
 def test_a_zip_bomb_is_refused(client, monkeypatch):
+    from shared.settings import get_settings
+
+    monkeypatch.setenv("DIGITS_MAX_EXPANDED_BYTES", "2500000")
+    get_settings.cache_clear()
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for i in range(3):
@@ -58,6 +62,8 @@ def test_a_zip_bomb_is_refused(client, monkeypatch):
                                                            "bomb.zip")},
                            content_type="multipart/form-data")
     assert response.status_code == 413 and response.is_json
+    assert "DIGITS_MAX_EXPANDED_BYTES" in response.json["error"]["message"]
+    assert client.get("/api/v1/jobs").json["data"] == []  # nothing of it was stored
 
 
 def test_unknown_routes_and_jobs_answer_json(client):
