@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from api.errors import ApiError
 from api.uploads import Collected, Upload
 from shared import db, dispatch, jobstate, logs, metrics, retention
-from shared.models import Item, ItemStatus, Job, JobAdd, JobStatus, new_job_id
+from shared.models import Item, ItemStatus, Job, JobAdd, JobMode, JobStatus, new_job_id
 from shared.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -177,13 +177,13 @@ def _job_with_key(owner: str, idempotency_key: str | None) -> str | None:
 
 
 def _new_job(owner: str, key: str | None, model_version: str | None, open_: bool,
-             with_files: bool) -> tuple[str, str | None]:
+             with_files: bool, mode: str = JobMode.DIGIT) -> tuple[str, str | None]:
     """A new job, and the claim on storing its files when they come with a key."""
     with db.session() as s:
         # Open while its files are stored, a run at a time, so that it cannot finish
         # before the last; sealed after it unless asked to stay open.
         job = Job(id=new_job_id(), owner=owner, open=open_ or with_files,
-                  idempotency_key=key, model_version=model_version, total=0)
+                  idempotency_key=key, model_version=model_version, total=0, mode=mode)
         logs.JOB_ID.set(job.id)  # the log lines from here on, and the tasks sent, name it
         s.add(job)
         s.flush()
@@ -206,9 +206,11 @@ def _resume_create(owner: str, job_id: str, key: str) -> tuple[str | None, int]:
 
 
 def create_job(celery: Celery, owner: str, uploads: Collection[Upload], open_: bool,
-               idempotency_key: str | None, model_version: str | None) -> tuple[str, bool]:
+               idempotency_key: str | None, model_version: str | None,
+               mode: str = JobMode.DIGIT) -> tuple[str, bool]:
     """Returns (job id, created). A repeated Idempotency-Key returns the first job; if
-    the first request stopped before all its files were stored, the rest are stored."""
+    the first request stopped before all its files were stored, the rest are stored.
+    `mode`: each image one digit, or a string of digits read whole."""
     key = idempotency_key
     existing = _job_with_key(owner, key)
     if existing is None:
@@ -216,7 +218,7 @@ def create_job(celery: Celery, owner: str, uploads: Collection[Upload], open_: b
             raise ApiError(400, "no_files",
                            "send at least one file, or create the job with open=true")
         try:
-            job_id, claim = _new_job(owner, key, model_version, open_, bool(uploads))
+            job_id, claim = _new_job(owner, key, model_version, open_, bool(uploads), mode)
             stored = 0
         except IntegrityError:
             # Two creates with one key raced; the other one won.

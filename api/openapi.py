@@ -21,6 +21,26 @@ JOB_STATUS = ["queued", "running", "succeeded", "failed", "cancelled"]
 ITEM_STATUS = ["pending", "done", "no_digit", "failed", "cancelled"]
 PROBS = {"type": ["array", "null"], "items": {"type": "number", "minimum": 0, "maximum": 1},
          "minItems": 10, "maxItems": 10}
+MODE = {"enum": ["digit", "string"],
+        "description": "digit: each image one digit (the default). string: each image a "
+                       "field of digits (a postal code, an amount, a date) read whole; its "
+                       "items carry `text` and `digits`, and `digit` and `probabilities` "
+                       "stay null. Commas, dots, dashes, currency signs and ruled lines are "
+                       "passed over. A field wider than 4,096 px or holding more than 20 "
+                       "digits fails alone (too_wide, too_many_digits)."}
+TEXT = {"type": ["string", "null"], "pattern": "^[0-9]*$",
+        "description": "String mode: the digits read, left to right; null in digit mode."}
+STRING_DIGITS = {
+    "type": ["array", "null"],
+    "description": "String mode: one entry per digit read, left to right; null in digit mode.",
+    "items": {"type": "object", "required": ["digit", "confidence", "box"], "properties": {
+        "digit": {"type": "integer", "minimum": 0, "maximum": 9},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        "box": {"type": "array", "items": {"type": "integer", "minimum": 0},
+                "minItems": 4, "maxItems": 4,
+                "description": "left, top, right, bottom (exclusive) in the image's pixels"},
+    }},
+}
 
 SCHEMAS = {
     "Error": {
@@ -31,13 +51,14 @@ SCHEMAS = {
     },
     "Job": {
         "type": "object",
-        "required": ["id", "object", "status", "open", "owner", "counts", "created_at",
+        "required": ["id", "object", "status", "open", "mode", "owner", "counts", "created_at",
                      "started_at", "finished_at", "model_version", "links"],
         "properties": {
             "id": {"type": "string", "pattern": "^job_[0-9a-f]{32}$"},
             "object": {"const": "job"},
             "status": {"enum": JOB_STATUS},
             "open": {"type": "boolean"},
+            "mode": MODE,
             "owner": {"type": "string"},
             "counts": COUNTS,
             "created_at": {"type": "string", "format": "date-time"},
@@ -50,16 +71,20 @@ SCHEMAS = {
     "Item": {
         "type": "object",
         "required": ["id", "filename", "status", "digit", "confidence", "probabilities",
-                     "needs_review", "error", "links"],
+                     "needs_review", "error", "text", "digits", "links"],
         "properties": {
             "id": {"type": "integer"},
             "filename": {"type": "string"},
             "status": {"enum": ITEM_STATUS},
             "digit": {"type": ["integer", "null"], "minimum": 0, "maximum": 9},
-            "confidence": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+            "confidence": {"type": ["number", "null"], "minimum": 0, "maximum": 1,
+                           "description": "String mode: the least sure digit's."},
             "probabilities": PROBS,
-            "needs_review": {"type": "boolean"},
+            "needs_review": {"type": "boolean",
+                             "description": "String mode: set when any digit is unsure."},
             "error": NULLABLE_STR,
+            "text": TEXT,
+            "digits": STRING_DIGITS,
             "links": {"type": "object", "additionalProperties": {"type": "string"}},
         },
     },
@@ -180,6 +205,7 @@ UPLOAD = {"content": {"multipart/form-data": {"schema": {
         "files": {"type": "array", "items": {"type": "string", "format": "binary"},
                   "description": "Images and zip archives (expanded; members become items)."},
         "open": {"type": "boolean", "description": "Keep the job open for more images."},
+        "mode": MODE,
     }}}}}
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
 ITEM_ID = {"name": "item_id", "in": "path", "required": True, "schema": {"type": "integer"}}
@@ -239,7 +265,9 @@ PATHS = {
     "/api/v1/jobs/{job_id}/results": {
         "get": _op(
             "Results, cursor-paginated, or all of them as CSV",
-            {"200": {"description": "A page of items, or CSV with format=csv",
+            {"200": {"description": "A page of items, or CSV with format=csv (columns id, "
+                                    "filename, status, digit, confidence, needs_review, "
+                                    "error, p0 ... p9, text)",
                      "content": {**_json("ItemList"), "text/csv": {"schema": {"type": "string"}}}},
              **ERRORS},
             parameters=[
@@ -271,7 +299,8 @@ PATHS = {
                    parameters=[JOB_ID, ITEM_ID]),
     },
     "/api/v1/jobs/{job_id}/items/{item_id}/model-input": {
-        "get": _op("The 28x28 image the model was given for this item",
+        "get": _op("The image the model was given for this item: 28x28 (digit mode), or "
+                   "the 32-pixel-high strip of the field (string mode)",
                    {"200": {"description": "An 8-bit greyscale PNG, ink bright on black, "
                                            "stored with the result of an image that decoded",
                             "content": {"image/png": {"schema": BINARY}}},

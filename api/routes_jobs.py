@@ -13,7 +13,7 @@ from api.errors import ApiError
 from api.uploads import collect
 from shared import db, jobstate
 from shared.formats import sniff_format
-from shared.models import Item, ItemStatus
+from shared.models import Item, ItemStatus, JobMode
 from shared.settings import get_settings
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1")
@@ -49,6 +49,16 @@ def _flag(name: str) -> bool | None:
     raise ApiError(400, "bad_parameter", f"{name} must be true or false")
 
 
+def _mode() -> str:
+    """mode=digit (each image one digit, the default) or mode=string (a field of digits
+    read whole), from the query or the form."""
+    value = request.args.get("mode") or request.form.get("mode") or JobMode.DIGIT
+    if value not in JobMode.ALL:
+        raise ApiError(400, "bad_mode", f"mode must be one of {', '.join(JobMode.ALL)}, "
+                                        f"not {value[:40]!r}")
+    return value
+
+
 def _job_body(job_id: str) -> dict:
     with db.session() as s:
         job = svc.get_job(s, owner(), job_id)
@@ -66,7 +76,7 @@ def create_job():
     limits.check_pending(auth.owner(), _queued(uploads))
     job_id, created = svc.create_job(_celery(), auth.owner(), uploads, bool(_flag("open")),
                                      key[:200] if key else None,
-                                     current_app.config.get("MODEL_VERSION"))
+                                     current_app.config.get("MODEL_VERSION"), _mode())
     body = _job_body(job_id)
     headers = {"Location": body["links"]["self"]}
     if not created:

@@ -26,6 +26,8 @@ def job(j: Job, counts: dict[str, int]) -> dict:
         "object": "job",
         "status": j.status,
         "open": j.open,
+        # "digit": each image one digit; "string": each image a field of digits read whole.
+        "mode": j.mode,
         "owner": j.owner,
         "counts": counts,
         "created_at": iso(j.created_at),
@@ -63,12 +65,15 @@ def item(i: Item) -> dict:
         "probabilities": i.probabilities,
         "needs_review": bool(i.needs_review),
         "error": i.error,
+        # String mode: the digits left to right, and per digit its confidence and box.
+        "text": i.text,
+        "digits": i.digits,
         "links": links,
     }
 
 
 CSV_COLUMNS = ["id", "filename", "status", "digit", "confidence", "needs_review", "error",
-               *[f"p{d}" for d in range(10)]]
+               *[f"p{d}" for d in range(10)], "text"]
 
 
 def csv_row(i: Item) -> list:
@@ -77,4 +82,4 @@ def csv_row(i: Item) -> list:
     # Filenames and errors come from the uploader: neutralised against spreadsheet formulas.
     return [i.id, csvsafe.cell(i.filename), i.status, i.digit, conf,
             str(bool(i.needs_review)).lower(), csvsafe.cell(i.error),
-            *(None if p is None else f"{p:.6f}" for p in probs)]
+            *(None if p is None else f"{p:.6f}" for p in probs), i.text]

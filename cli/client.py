@@ -74,15 +74,19 @@ class Client:
     # --- jobs -------------------------------------------------------------------
 
     def create_job(self, files: Sequence[Upload], open_: bool = True,
-                   idempotency_key: str | None = None) -> dict:
-        """A new job holding `files`; `open_` keeps it taking more images until `seal`.
-        The idempotency key makes a retried create return the same job, so it is safe
-        to retry after a connection error."""
+                   idempotency_key: str | None = None, mode: str = "digit") -> dict:
+        """A new job holding `files`; `open_` keeps it taking more images until `seal`;
+        `mode` "string" reads each image as a field of digits. The idempotency key makes
+        a retried create return the same job, so it is safe to retry after a connection
+        error."""
         key = idempotency_key or str(uuid.uuid4())
+        data = {"open": "true"} if open_ else {}
+        if mode != "digit":
+            data["mode"] = mode
         return self._request(
             "POST", "/api/v1/jobs",
             files=[("files", f) for f in files],
-            data={"open": "true"} if open_ else {},
+            data=data,
             headers={"Idempotency-Key": key},
             retry=True,
         )

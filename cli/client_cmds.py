@@ -38,7 +38,7 @@ FINAL_STATUSES = ("succeeded", "failed", "cancelled")
 # command line is always sent, and the server says why if it is not an image.
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 # New columns go last: scripts that read the CSV by position keep working.
-CSV_COLUMNS = ("path", "digit", "confidence", "status", "error", "needs_review")
+CSV_COLUMNS = ("path", "digit", "confidence", "status", "error", "needs_review", "text")
 
 
 def register(sub) -> None:
@@ -49,7 +49,11 @@ def register(sub) -> None:
                    help="image files, folders (searched recursively) and .zip archives")
     p.add_argument("--server", default=_default_server(), help=server_help)
     p.add_argument("--out", type=Path, default=Path("results.csv"),
-                   help="CSV to write: path, digit, confidence, status, error, needs_review")
+                   help="CSV to write: path, digit, confidence, status, error, needs_review, "
+                        "text")
+    p.add_argument("--mode", choices=["digit", "string"], default="digit",
+                   help="digit: each image one digit; string: each image a field of digits "
+                        "(a postal code, an amount, a date) read whole, into the text column")
     p.add_argument("--no-wait", action="store_true",
                    help="print the job id once everything is uploaded, and exit")
     p.add_argument("--resume", metavar="JOB", default=None,
@@ -214,7 +218,7 @@ def cmd_submit(args) -> int:
     started = time.monotonic()
     state = SubmitState.load_or_new(state_path(args.out), args.server, files, args.resume)
     try:
-        job = upload(client, files, state=state)
+        job = upload(client, files, state=state, mode=args.mode)
     except KeyboardInterrupt:
         print(f"interrupted: job {state.job_id or '(not created yet)'} is left open; "
               "run the same command again to carry on", file=sys.stderr)
@@ -333,7 +337,8 @@ def batch_key(job_id: str, batch: list[LocalFile]) -> str:
 
 
 def upload(client, files: list[LocalFile], max_files: int = CHUNK_FILES,
-           max_bytes: int = CHUNK_BYTES, state: SubmitState | None = None) -> dict:
+           max_bytes: int = CHUNK_BYTES, state: SubmitState | None = None,
+           mode: str = "digit") -> dict:
     """Create one open job, add the files batch by batch, then seal it; each step is
     written down in `state` as it is acknowledged, so that a rerun carries on. A batch
     the server refuses as bad (400) or too big (413) is split until the files to blame
@@ -343,7 +348,8 @@ def upload(client, files: list[LocalFile], max_files: int = CHUNK_FILES,
     if state is None:
         state = SubmitState(None, client.server, _fingerprint(files))
     if state.job_id is None:
-        job = client.create_job([], open_=True, idempotency_key=f"create.{uuid4_hex()}")
+        job = client.create_job([], open_=True, idempotency_key=f"create.{uuid4_hex()}",
+                                mode=mode)
         state.job_id = job["id"]
         state.save()
     # Printed early so that an interrupted submission can be picked up later.
@@ -462,6 +468,7 @@ def result_rows(client, job_id: str, paths: PathMap) -> list[dict]:
             "status": item["status"],
             "error": item.get("error") or "",
             "needs_review": "true" if item.get("needs_review") else "false",  # as the API's CSV
+            "text": item.get("text") or "",
         })
     return rows
 

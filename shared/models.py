@@ -22,8 +22,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    text,
 )
+from sqlalchemy import text as sql_text  # `text` is an item's column here
 from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, relationship
 
 
@@ -57,6 +57,12 @@ class ItemStatus:
     FINISHED = (DONE, NO_DIGIT, FAILED, CANCELLED)
 
 
+class JobMode:
+    DIGIT = "digit"  # each image one digit
+    STRING = "string"  # each image a field of digits (a postal code, an amount), read whole
+    ALL = (DIGIT, STRING)
+
+
 class Job(Base):
     __tablename__ = "jobs"
 
@@ -67,6 +73,8 @@ class Job(Base):
     open: Mapped[bool] = mapped_column(Boolean, default=False)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
     model_version: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    mode: Mapped[str] = mapped_column(String(10), default=JobMode.DIGIT,
+                                      server_default=JobMode.DIGIT)
     total: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
                                                  index=True)
@@ -127,6 +135,10 @@ class Item(Base):
     probabilities: Mapped[list[float] | None] = mapped_column(JSON, nullable=True)
     needs_review: Mapped[bool] = mapped_column(Boolean, default=False)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # String mode: the digits read left to right, and each one's digit, confidence and box
+    # ([left, top, right, bottom] in the image's pixels). NULL in digit mode.
+    text: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    digits: Mapped[list[dict] | None] = mapped_column(JSON, nullable=True)
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     # What people see beside a result (shared.thumbnails), written with it by the worker for
@@ -158,6 +170,6 @@ class Item(Base):
         # Finished images over the last minutes (the status page's images per second):
         # only finished rows, so storing pending images costs nothing more.
         Index("ix_items_finished", "finished_at", "status",
-              sqlite_where=text("finished_at IS NOT NULL"),
-              postgresql_where=text("finished_at IS NOT NULL")),
+              sqlite_where=sql_text("finished_at IS NOT NULL"),
+              postgresql_where=sql_text("finished_at IS NOT NULL")),
     )

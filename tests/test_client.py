@@ -169,7 +169,7 @@ def test_runs_of_plain_files_travel_packed_in_zips_in_upload_order(tmp_path):
         assert packed[0].infolist()[0].compress_type == zipfile.ZIP_STORED
 
 
-def test_csv_rows_end_with_the_review_flag(tmp_path):
+def test_csv_rows_end_with_the_review_flag_then_the_text(tmp_path):
     from cli.client_cmds import CSV_COLUMNS, result_rows, write_csv
 
     class Results:
@@ -178,13 +178,16 @@ def test_csv_rows_end_with_the_review_flag(tmp_path):
                    "error": None, "needs_review": True}
             yield {"filename": "b.png", "digit": None, "confidence": None, "status": "failed",
                    "error": "corrupt: truncated", "needs_review": False}
+            yield {"filename": "c.png", "digit": None, "confidence": 0.97, "status": "done",
+                   "error": None, "needs_review": False, "text": "07300"}
 
     out = tmp_path / "out.csv"
     write_csv(out, result_rows(Results(), "job_x", PathMap([])))
     assert out.read_text().splitlines() == [
-        ",".join(CSV_COLUMNS), "a.png,3,0.5100,done,,true",
-        "b.png,,,failed,corrupt: truncated,false"]
-    assert CSV_COLUMNS[-1] == "needs_review"
+        ",".join(CSV_COLUMNS), "a.png,3,0.5100,done,,true,",
+        "b.png,,,failed,corrupt: truncated,false,", "c.png,,0.9700,done,,false,07300"]
+    # New columns go last: scripts that read by position keep working.
+    assert CSV_COLUMNS[-2:] == ("needs_review", "text")
 
 
 def test_csv_cells_a_spreadsheet_would_run_are_neutralised(tmp_path):
@@ -283,10 +286,10 @@ def test_submit_writes_a_csv_keyed_by_local_paths(live_stack, tmp_path):
     assert rows[notes.as_posix()]["status"] == "failed"
     assert "unsupported_format" in rows[notes.as_posix()]["error"]
     assert rows[notes.as_posix()]["digit"] == ""
-    # needs_review came after the first five columns: it is the last, and they keep their place.
+    # needs_review, then text, came after the first five columns: they keep their place.
     with out.open(newline="", encoding="utf-8") as fh:
         header = next(csv.reader(fh))
-    assert header == ["path", "digit", "confidence", "status", "error", "needs_review"]
+        assert header == ["path", "digit", "confidence", "status", "error", "needs_review", "text"]
     assert {row["needs_review"] for row in rows.values()} <= {"true", "false"}
     assert rows[notes.as_posix()]["needs_review"] == "false"
 

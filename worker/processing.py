@@ -23,11 +23,12 @@ from sqlalchemy import bindparam, func, select, update
 
 from shared import db, dispatch, failpoints, jobstate, logs, metrics, thumbnails
 from shared.imaging import ImageError, Prepared, prepare_many
-from shared.models import Item, ItemStatus
+from shared.models import Item, ItemStatus, Job, JobMode
 from shared.queues import BULK_QUEUE
 from shared.settings import get_settings
 from shared.verdict import judge
 from worker.inference import Predictor, get_predictor
+from worker.strings import StringModel, get_string_model
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,10 @@ class Outcome:
     probabilities: list[float] | None = None
     needs_review: bool = False
     error: str | None = None
+    # String mode (worker/strings.py): the digits left to right, and each one's digit,
+    # confidence and box; None in digit mode.
+    text: str | None = None
+    digits: list[dict] | None = None
     # PNG (or small browser-ready) bytes, kept with a stored result; never in as_dict.
     thumbnail: bytes | None = field(default=None, repr=False)
     model_input: bytes | None = field(default=None, repr=False)
@@ -99,6 +104,33 @@ def classify(images: list[bytes], predictor: Predictor,
     return outcomes
 
 
+def read(images: list[bytes], model: StringModel | None = None, previews: bool = False,
+         clock: dict[str, float] | None = None) -> list[Outcome]:
+    """String mode: each image a field of digits, read whole by the string model; a bad
+    image fails alone. With `previews`, the thumbnail and the strip the model saw."""
+    started = time.perf_counter()
+    model = model or get_string_model()
+    readings = model.read(images)
+    outcomes = [Outcome(status=r.status, confidence=r.confidence, needs_review=r.needs_review,
+                        error=r.error, text=r.text,
+                        digits=[d.as_dict() for d in r.digits] if r.digits else None)
+                for r in readings]
+    for o in outcomes:
+        if o.confidence is not None:
+            o.confidence = round(o.confidence, 6)
+    read_at = time.perf_counter()
+    if previews:
+        for data, r, outcome in zip(images, readings, outcomes, strict=True):
+            if r.strip is not None:
+                outcome.thumbnail = _thumbnail(data)
+                outcome.model_input = thumbnails.model_input_png(r.strip)
+    if clock is not None:
+        clock["model"] = clock.get("model", 0.0) + read_at - started  # decoding included
+        if previews:
+            clock["previews"] = clock.get("previews", 0.0) + time.perf_counter() - read_at
+    return outcomes
+
+
 def record(queue: str, outcomes: list[Outcome], clock: dict[str, float]) -> None:
     metrics.record_outcomes(queue, (o.status for o in outcomes),
                             sum(o.needs_review for o in outcomes))
@@ -112,6 +144,7 @@ _write = (
     .values(status=bindparam("new_status"), digit=bindparam("digit"),
             confidence=bindparam("confidence"), probabilities=bindparam("probabilities"),
             needs_review=bindparam("needs_review"), error=bindparam("error"),
+            text=bindparam("text"), digits=bindparam("digits"),
             thumbnail=bindparam("thumbnail"), model_input=bindparam("model_input"),
             finished_at=bindparam("finished_at"))
 )
@@ -243,16 +276,38 @@ def fail_pending(item_ids: list[int], error: str) -> int:
     return written
 
 
+def _outcomes(rows, contents: list[bytes], job_ids: list[str], predictor: Predictor | None,
+              clock: dict[str, float]) -> list[Outcome]:
+    """Each row's outcome: digit mode through the digit model, string mode (its job's
+    `mode`) through the string model, each kind in one go."""
+    with db.session() as s:
+        strings = {j for j, mode in s.execute(select(Job.id, Job.mode)
+                                             .where(Job.id.in_(job_ids))).all()
+                   if mode == JobMode.STRING}
+    wanted = [r.job_id in strings for r in rows]
+    outcomes: list[Outcome | None] = [None] * len(rows)
+    for as_string in (False, True):
+        idx = [i for i, w in enumerate(wanted) if w == as_string]
+        if not idx:
+            continue
+        part = [contents[i] for i in idx]
+        got = (read(part, previews=True, clock=clock) if as_string else
+               classify(part, predictor or get_predictor(), previews=True, clock=clock))
+        for i, o in zip(idx, got, strict=True):
+            outcomes[i] = o
+    return outcomes  # type: ignore[return-value]
+
+
 def _classify_rows(rows, contents: list[bytes], job_ids: list[str], asked: int,
                    predictor: Predictor | None, started: float) -> int:
     clock = {"load": time.perf_counter() - started}
-    predictor = predictor or get_predictor()
-    outcomes = classify(contents, predictor, previews=True, clock=clock)
+    outcomes = _outcomes(rows, contents, job_ids, predictor, clock)
     writing = time.perf_counter()
     now = datetime.now(UTC)
     params = [
         {"item_id": r.id, "new_status": o.status, "digit": o.digit, "confidence": o.confidence,
          "probabilities": o.probabilities, "needs_review": o.needs_review, "error": o.error,
+         "text": o.text, "digits": o.digits,
          "thumbnail": o.thumbnail, "model_input": o.model_input, "finished_at": now}
         for r, o in zip(rows, outcomes, strict=True)
     ]

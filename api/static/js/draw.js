@@ -1,7 +1,9 @@
 // The draw page: a canvas drawn on with pointer events (mouse, pen, touch), sent as a PNG
 // to POST /api/v1/predict; the answer is shown as a digit, a confidence and ten bars.
+// "A short number" widens the pad and reads the drawing whole: a one-image job with
+// mode=string, polled until its worker has read it.
 
-import { ApiError, describe, percent, postForm, showError } from "./api.js";
+import { ApiError, FINAL, describe, getJSON, percent, postForm, showError } from "./api.js";
 
 const canvas = document.getElementById("pad");
 const ctx = canvas.getContext("2d");
@@ -14,15 +16,23 @@ const confidenceOut = document.getElementById("result-confidence");
 const bars = document.getElementById("probabilities");
 const errorBox = document.getElementById("error");
 
+const numberMode = document.getElementById("number-mode");
+
 let drawn = false;
 let last = null;
+
+numberMode.addEventListener("change", () => {
+  canvas.width = numberMode.checked ? 840 : 280;
+  canvas.closest(".draw-layout").classList.toggle("wide", numberMode.checked);
+  clear();
+});
 
 function blank() {
   ctx.fillStyle = "#000";
   ctx.fillRect(0, 0, canvas.width, canvas.height);
   ctx.strokeStyle = "#fff";
   ctx.fillStyle = "#fff";
-  ctx.lineWidth = canvas.width / 12;
+  ctx.lineWidth = canvas.height / 12;
   ctx.lineCap = "round";
   ctx.lineJoin = "round";
   drawn = false;
@@ -121,6 +131,32 @@ function show(prediction) {
   renderBars(prediction.probabilities, found ? prediction.digit : -1);
 }
 
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// A number: a job of one image in string mode, its one result once it is read.
+async function readNumber(blob) {
+  const form = new FormData();
+  form.append("mode", "string");
+  form.append("files", blob, "drawing.png");
+  let job = await postForm("/api/v1/jobs", form);
+  for (let wait = 100; !FINAL.includes(job.status); wait = Math.min(wait * 1.5, 1000)) {
+    await sleep(wait);
+    job = await getJSON(`/api/v1/jobs/${job.id}`);
+  }
+  const page = await getJSON(`/api/v1/jobs/${job.id}/results?limit=1`);
+  return page.data[0];
+}
+
+function showNumber(item) {
+  const found = item.status === "done" && item.text;
+  answer.hidden = !found;
+  digitOut.textContent = found ? item.text : "";
+  confidenceOut.textContent = found ? percent(item.confidence) : "";
+  statusText.textContent = !found ? "No digits found. Try writing them larger and apart."
+    : item.needs_review ? "Not sure: this one needs review." : "Recognised.";
+  renderBars(null, -1);
+}
+
 async function recognise() {
   if (!drawn) {
     showError(errorBox, new Error("Draw a digit first."));
@@ -131,6 +167,10 @@ async function recognise() {
   statusText.textContent = "Recognising…";
   try {
     const blob = await new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
+    if (numberMode.checked) {
+      showNumber(await readNumber(blob));
+      return;
+    }
     const form = new FormData();
     form.append("image", blob, "drawing.png");
     show(await postForm("/api/v1/predict", form));

@@ -48,6 +48,7 @@ function renderJob(j) {
   job = j;
   document.title = `Job ${j.id} · digits`;
   $("job-id").textContent = j.id;
+  $("job-mode").textContent = j.mode === "string" ? "a number, read whole" : "one digit";
   statusOut.replaceChildren(badge(j.status), j.open ? " (open: waiting for more images)" : "");
   const c = j.counts;
   progressBar.max = c.total || 1;
@@ -122,14 +123,41 @@ function pictures(item) {
   return pair;
 }
 
+// A string item: the upload itself with a box round each digit read (boxes are in the
+// image's pixels, placed once it has loaded); its thumbnail when the browser cannot draw it.
+function fieldPicture(item) {
+  const wrap = document.createElement("div");
+  wrap.className = "field-picture";
+  const img = document.createElement("img");
+  img.alt = `Image ${item.filename}, the digits read boxed`;
+  img.addEventListener("load", () => {
+    for (const d of item.digits || []) {
+      const [left, top, right, bottom] = d.box;
+      const box = document.createElement("span");
+      box.className = "box" + (d.confidence < 0.9 ? " unsure" : "");
+      box.title = `${d.digit} (${percent(d.confidence)})`;
+      box.style.left = `${(100 * left) / img.naturalWidth}%`;
+      box.style.top = `${(100 * top) / img.naturalHeight}%`;
+      box.style.width = `${(100 * (right - left)) / img.naturalWidth}%`;
+      box.style.height = `${(100 * (bottom - top)) / img.naturalHeight}%`;
+      wrap.append(box);
+    }
+  }, { once: true });
+  img.addEventListener("error", () => { wrap.replaceWith(pictures(item)); }, { once: true });
+  img.src = item.links.image;
+  wrap.append(img);
+  return wrap;
+}
+
 function row(item) {
   const tr = document.createElement("tr");
   tr.dataset.item = item.id;
   tr.dataset.status = item.status;
+  const isString = item.text != null || item.digits != null;
   const cells = [
-    [pictures(item)],
+    [isString ? fieldPicture(item) : pictures(item)],
     [item.filename],
-    [item.digit == null ? "–" : String(item.digit)],
+    [isString ? item.text : item.digit == null ? "–" : String(item.digit)],
     [item.confidence == null ? "–" : percent(item.confidence)],
     flagsOf(item),
   ];

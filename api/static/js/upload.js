@@ -140,12 +140,15 @@ async function upload(files) {
     withRetries(() => uploadForm(path, form(), onProgress, { "Idempotency-Key": key }),
       `POST ${path}`, retrying);
 
+  // digit: each image one digit; string: each image a number read whole.
+  const mode = document.querySelector('input[name="mode"]:checked')?.value || "digit";
   if (parts.length === 1) {
     // One request: the whole job, or the server's reason for refusing it.
-    const job = await post("/api/v1/jobs", () => formOf(parts[0]), progress(0), newKey());
+    const job = await post("/api/v1/jobs", () => formOf(parts[0], { mode }), progress(0),
+      newKey());
     return { job, refused };
   }
-  const job = await post("/api/v1/jobs", () => formOf([], { open: "true" }), () => {},
+  const job = await post("/api/v1/jobs", () => formOf([], { open: "true", mode }), () => {},
     newKey());
   for (let i = 0; i < parts.length; i++) {
     try {

@@ -1,0 +1,96 @@
+"""The string network: a small CNN over a field 32 pixels high, read column by column
+with CTC (blank + the ten digits), so touching and overlapping digits need no cuts.
+
+Convolutions (8, 16, 32, 48 channels, two 2x2 max-pools and one 2x1) turn a (1, 32, W)
+strip into W/4 columns of 192 features; two 1-D convolutions along the string give each
+column the context of its neighbours (about a digit either side), and a linear layer
+gives 11 log-probabilities per column. About 160k parameters: small enough to train on
+two CPU cores in minutes.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from shared import artifact
+
+HEIGHT = 32  # strips are this many pixels high
+STRIDE = 4  # input columns per output column
+BLANK = 10  # the CTC blank is class 10; digits are 0-9
+
+
+def _conv(c_in: int, c_out: int) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+
+class StringNet(nn.Module):
+    """(N, 1, 32, W) in [0, 1], ink bright -> (W / 4, N, 11) log-probabilities."""
+
+    def __init__(self, channels: tuple[int, ...] = (8, 16, 32, 48), hidden: int = 96) -> None:
+        super().__init__()
+        c1, c2, c3, c4 = channels
+        self.features = nn.Sequential(
+            *_conv(1, c1), nn.MaxPool2d(2),
+            *_conv(c1, c2), nn.MaxPool2d(2),
+            *_conv(c2, c3), *_conv(c3, c4), nn.MaxPool2d((2, 1)),
+        )
+        rows = HEIGHT // 8
+        self.sequence = nn.Sequential(
+            nn.Conv1d(c4 * rows, hidden, 5, padding=2), nn.BatchNorm1d(hidden), nn.ReLU(),
+            nn.Conv1d(hidden, hidden, 5, padding=2), nn.BatchNorm1d(hidden), nn.ReLU(),
+            nn.Conv1d(hidden, 11, 1),
+        )
+        self.config = {"channels": list(channels), "hidden": hidden}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)  # (N, C, 4, W/4)
+        n, c, h, w = f.shape
+        out = self.sequence(f.reshape(n, c * h, w))  # (N, 11, W/4)
+        return out.permute(2, 0, 1).log_softmax(-1)
+
+
+def save(model: StringNet, meta: dict, weights: Path) -> dict:
+    """Weights as safetensors and metadata JSON beside them, with the weights' sha256, as
+    the digit model's artifact (shared/artifact.py) is kept."""
+    weights = Path(weights)
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+              str(weights))
+    meta = {"version": datetime.now(UTC).strftime("%Y%m%d.%H%M%S"), **meta,
+            "architecture": {"class": "StringNet", **model.config},
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "input": {"height": HEIGHT, "stride": STRIDE, "polarity": "ink bright on black",
+                      "preprocessing": "shared/fields.py: ink map, lines and specks removed, "
+                                       "cropped, 28 rows of ink in 32"},
+            "torch_version": torch.__version__, "weights_file": weights.name,
+            "weights_sha256": artifact.sha256_file(weights)}
+    artifact.metadata_path(weights).write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def load(weights: Path | str, map_location: str = "cpu") -> tuple[StringNet, dict]:
+    """The network in eval mode and its metadata, once the checksum matches."""
+    weights = Path(weights)
+    meta = artifact.verify(weights)
+    arch = dict(meta["architecture"])
+    if arch.pop("class", None) != "StringNet":
+        raise artifact.ArtifactError(f"model {weights} is not a StringNet artifact")
+    model = StringNet(tuple(arch["channels"]), arch["hidden"])
+    try:
+        model.load_state_dict(load_file(str(weights), device=map_location), strict=True)
+    except (RuntimeError, SafetensorError) as exc:
+        raise artifact.ArtifactError(f"string model {weights} does not match its metadata: "
+                                     f"{exc}") from exc
+    return model.to(map_location).eval(), meta
+
+
+def path_beside(digit_model: Path | str) -> Path:
+    """The string model ships beside the digit model: models/digits-strings.safetensors."""
+    return Path(digit_model).with_name("digits-strings.safetensors")
