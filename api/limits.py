@@ -3,7 +3,9 @@
 as a whole is saturated (pending images in total).
 
 Request rates are counted per account by Flask-Limiter on the service's own Redis (one
-count for every API process and host; a moving window). Calls without a key on an open
+count for every API process and host; a moving window), except /predict's: the
+interactive lane counts those in the Lua script that queues the image (a fixed window,
+DIGITS_PREDICT_RATE_LIMIT; shared/lane.py), which saves the lane a round trip a call. Calls without a key on an open
 local stack (the `local` account, one person) are not rate-limited; the pending-image
 caps hold for everyone. Flask-Limiter rather than a hand-rolled INCR: it brings the
 moving window, per-route limits, a limit's reset time for Retry-After, and
@@ -25,6 +27,7 @@ from shared.models import Item, ItemStatus, Job
 from shared.settings import get_settings
 
 limiter: Limiter | None = None
+PREDICT_PATH = "/api/v1/predict"
 
 
 def _account() -> str:
@@ -33,23 +36,20 @@ def _account() -> str:
 
 
 def _exempt() -> bool:
-    """Only /api/v1 calls made with a key (Bearer or a signed-in page) are counted."""
+    """Only /api/v1 calls made with a key (Bearer or a signed-in page) are counted here;
+    /predict is counted by the interactive lane itself, in the round trip that queues it
+    (shared/lane.py)."""
     principal = g.get("principal")
-    return principal is None or principal.key_id is None
+    return principal is None or principal.key_id is None or request.path == PREDICT_PATH
 
 
-def _limit_for_path() -> str:
-    settings = get_settings()
-    if request.path == "/api/v1/predict":
-        return settings.predict_rate_limit
-    return settings.rate_limit
 
 
 def register(app: Flask) -> None:
     global limiter
     settings = get_settings()
     limiter = Limiter(
-        _account, app=app, default_limits=[_limit_for_path],
+        _account, app=app, default_limits=[lambda: get_settings().rate_limit],
         default_limits_exempt_when=_exempt, strategy="moving-window",
         storage_uri=settings.redis_url or "memory://", swallow_errors=True,
         key_prefix="digits-rate")

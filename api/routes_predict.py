@@ -3,9 +3,13 @@ lane (shared.lane), which its own workers serve, so it never waits behind bulk w
 
 from __future__ import annotations
 
+import functools
+
 import redis
 from flask import Blueprint, current_app, jsonify, request
+from limits import parse_many
 
+from api import auth
 from api.errors import ApiError
 from api.uploads import check
 from shared import lane, logs
@@ -44,14 +48,33 @@ def _lane() -> lane.Lane:
     return found
 
 
+@functools.cache
+def _parsed(text: str) -> list[tuple[int, int]]:
+    return [(item.amount, item.get_expiry()) for item in parse_many(text)]
+
+
+def _rates() -> list[tuple[int, int]]:
+    """DIGITS_PREDICT_RATE_LIMIT (Flask-Limiter's syntax) as (amount, seconds) pairs."""
+    return _parsed(get_settings().predict_rate_limit)
+
+
 @bp.post("/predict")
 def predict():
     settings = get_settings()
     upload = check("image", _image_bytes(), settings.max_image_bytes)
     if upload.status == ItemStatus.FAILED:
         raise _unusable(upload.error)
+    caller = auth.principal()
     try:
-        result = _lane().ask(upload.content, logs.REQUEST_ID.get() or logs.new_request_id())
+        result = _lane().ask(upload.content, logs.REQUEST_ID.get() or logs.new_request_id(),
+                             # Calls with a key count against the account's predict rate.
+                             caller.account if caller.key_id else None, _rates())
+    except lane.RateLimited as exc:
+        raise ApiError(429, "rate_limited",
+                       f"account {caller.account!r} is past its limit of "
+                       f"{get_settings().predict_rate_limit} on /predict; wait for "
+                       "Retry-After seconds",
+                       headers={"Retry-After": str(exc.retry_after_s)}) from exc
     except lane.LaneBusy as exc:
         # A second is several full batches of every lane worker.
         raise ApiError(503, "busy", f"the interactive lane is full ({exc}); try again",

@@ -62,3 +62,23 @@ def test_pending_images_429_per_account_and_503_in_total(make_client):
                        content_type="multipart/form-data")
     assert full.status_code == 503 and full.json["error"]["code"] == "saturated"
     assert int(full.headers["Retry-After"]) >= 5
+
+
+def test_predict_rate_is_counted_per_account_by_the_lane(make_client):
+    # No lane worker here: a call inside the limit is queued, then times out (504).
+    client = make_client(DIGITS_PREDICT_RATE_LIMIT="3/minute", DIGITS_PREDICT_TIMEOUT_S="0.2")
+    alice, bob = _key("alice"), _key("bob")
+    png = mnist_png_bytes(0, 1)[0][1]
+
+    def predict(headers=None):
+        return client.post("/api/v1/predict", data=png, content_type="image/png",
+                           headers=headers or {})
+
+    answers = [predict(alice) for _ in range(4)]
+    assert [a.status_code for a in answers] == [504] * 3 + [429]
+    refused = answers[-1]
+    assert refused.json["error"]["code"] == "rate_limited"
+    assert "3/minute" in refused.json["error"]["message"]
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert predict(bob).status_code == 504  # per account
+    assert all(predict().status_code == 504 for _ in range(4))  # the local user: not counted
