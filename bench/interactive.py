@@ -11,8 +11,9 @@ closed-loop client (bench/loadgen.py):
 
 Rounds alternate (lane, plain, lane, plain, ...) because this machine drifts by tens
 of percent from minute to minute; a ratio is taken within a round pair and the median
-pair counts. Then one client alone (p50), and 8 clients while a bulk job runs, beside
-the same bulk job alone. The last line printed is one JSON object.
+pair counts. Then 32 clients on a stack that wants API keys against the open one, one
+client alone (p50), and 8 clients while a bulk job runs, beside the same bulk job
+alone. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -87,7 +88,10 @@ def load(url: str, bodies: list[bytes], labels: list[int], clients: int,
     wrong: list[int] = []
     result = loadgen.run(url, loadgen.build_requests(url, bodies), clients, warmup,
                          check=check_digits(labels, wrong))
-    return {**result.summary(), "accuracy": round(1 - len(wrong) / max(1, result.requests), 4)}
+    summary = result.summary()
+    if summary["statuses"] != {"200": result.requests}:  # a figure of errors means nothing
+        raise SystemExit(f"bench: {url} answered {summary['statuses']}")
+    return {**summary, "accuracy": round(1 - len(wrong) / max(1, result.requests), 4)}
 
 
 def bulk_job(url: str, folder: Path, out: Path) -> float:
@@ -111,11 +115,18 @@ def beside_bulk(url: str, folder: Path, tmp: Path, bodies: list[bytes],
         finally:
             done.set()
 
+    before = requests.get(url + "/api/v1/jobs", params={"limit": 1}, timeout=10).json()["data"]
     thread = threading.Thread(target=run_bulk)
     thread.start()
+
+    def bulk_started() -> bool:  # the client's start-up and first upload come first
+        jobs = requests.get(url + "/api/v1/jobs", params={"limit": 1}, timeout=10).json()
+        return done.is_set() or (jobs["data"] and jobs["data"][0]["id"] != before[0]["id"])
+
+    wait_for(bulk_started, 120, "the bulk job to start")
     figures = []
     while not done.is_set():
-        figures.append(load(url, bodies[:1000], labels, 8, warmup=0))
+        figures.append(load(url + "/api/v1/predict", bodies[:1000], labels, 8, warmup=0))
     thread.join()
     latencies = [f["p99_ms"] for f in figures]
     return {"bulk_solo_images_per_s": round(solo, 1),
@@ -143,6 +154,8 @@ def measure(images: int, rounds: int, bulk_images: int) -> dict:
                         print(f"round {r + 1} {name:<6}{clients:>3} clients: {figures}",
                               flush=True)
             stop(plain_proc)
+            keyed = with_keys(tmp, lane, bodies, labels, rounds)
+            print(f"with API keys: {keyed}", flush=True)
             one = load(lane + "/api/v1/predict", bodies[:2000], labels, 1)
             print(f"lane alone, 1 client: {one}", flush=True)
             folder = tmp / "bulk"
@@ -152,7 +165,31 @@ def measure(images: int, rounds: int, bulk_images: int) -> dict:
         finally:
             stop(plain_proc)
             stop(lane_proc)
-    return summarise(runs, one, bulk)
+    return {**summarise(runs, one, bulk), "keyed": keyed}
+
+
+def with_keys(tmp: Path, open_url: str, bodies: list[bytes], labels: list[int],
+              rounds: int) -> dict:
+    """32 clients on a stack that wants keys (each call authenticated and counted
+    against its account's rate) against the open stack, in alternating rounds."""
+    proc, url = start_stack(tmp / "keyed", DIGITS_AUTH="required")
+    try:
+        key = subprocess.run([sys.executable, "-m", "cli.main", "keys", "create", "bench"],
+                             cwd=ROOT, env=clean_env(tmp / "keyed"), check=True,
+                             capture_output=True, text=True).stdout.split()[0]
+        header = {"Authorization": f"Bearer {key}"}
+        ratios = []
+        for _ in range(rounds):
+            plain = loadgen.run(open_url + "/api/v1/predict", loadgen.build_requests(
+                open_url + "/api/v1/predict", bodies), 32).summary()
+            keyed = loadgen.run(url + "/api/v1/predict", loadgen.build_requests(
+                url + "/api/v1/predict", bodies, header), 32).summary()
+            assert keyed["statuses"] == {"200": len(bodies)}, keyed["statuses"]
+            ratios.append(keyed["images_per_s"] / plain["images_per_s"])
+    finally:
+        stop(proc)
+    return {"keyed_over_open": round(statistics.median(ratios), 2),
+            "ratios": [round(r, 2) for r in ratios]}
 
 
 def summarise(runs: dict, one: dict, bulk: dict) -> dict:
@@ -182,6 +219,8 @@ def report(figures: dict) -> dict:
               f"{f['plain_p99_ms']:>9.1f}{f['ratio']:>6.2f}x")
     one, bulk = figures["one_client"], figures["beside_bulk"]
     print(f"one client: p50 {one['p50_ms']:.1f} ms, p99 {one['p99_ms']:.1f} ms")
+    print(f"32 clients with API keys on: {figures['keyed']['keyed_over_open']:.2f}x the open "
+          f"stack (rounds {figures['keyed']['ratios']})")
     print(f"8 clients beside a bulk job: p99 {bulk['predict_p99_ms_beside_bulk']} ms; bulk "
           f"{bulk['bulk_shared_images_per_s']:,.0f} images/s beside, "
           f"{bulk['bulk_solo_images_per_s']:,.0f} alone")
@@ -194,7 +233,8 @@ def report(figures: dict) -> dict:
             "predict_p50_ms_1_client": one["p50_ms"],
             "predict_p99_ms_beside_bulk": bulk["predict_p99_ms_beside_bulk"],
             "bulk_beside_predict_over_solo": round(bulk["bulk_shared_images_per_s"]
-                                                   / bulk["bulk_solo_images_per_s"], 2)}
+                                                   / bulk["bulk_solo_images_per_s"], 2),
+            "predict_keyed_over_open": figures["keyed"]["keyed_over_open"]}
 
 
 def main() -> None:
