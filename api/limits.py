@@ -5,11 +5,11 @@ as a whole is saturated (pending images in total).
 Request rates are counted per account by Flask-Limiter on the service's own Redis (one
 count for every API process and host; a moving window), except /predict's: the
 interactive lane counts those in the Lua script that queues the image (a fixed window,
-DIGITS_PREDICT_RATE_LIMIT; shared/lane.py), which saves the lane a round trip a call. Calls without a key on an open
-local stack (the `local` account, one person) are not rate-limited; the pending-image
-caps hold for everyone. Flask-Limiter rather than a hand-rolled INCR: it brings the
-moving window, per-route limits, a limit's reset time for Retry-After, and
-keeps serving (swallow_errors) if Redis hiccups.
+DIGITS_PREDICT_RATE_LIMIT; shared/lane.py), which saves the lane a round trip a call.
+Calls without a key on an open local stack (the `local` account, one person) are not
+rate-limited; the pending-image caps hold for everyone. Flask-Limiter rather than a
+hand-rolled INCR: it brings the moving window, per-route limits, a limit's reset time
+for Retry-After, and keeps serving (swallow_errors) if Redis hiccups.
 """
 
 from __future__ import annotations

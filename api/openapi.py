@@ -120,6 +120,29 @@ SCHEMAS = {
             "model_version": {"type": "string"},
         },
     },
+    "PredictionList": {
+        "type": "object", "required": ["object", "data"],
+        "description": "The answers to an `images` call, in the order sent; each image is "
+                       "answered alone, and one that is not usable fails with its error.",
+        "properties": {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": {
+                "type": "object",
+                "required": ["object", "filename", "status", "digit", "confidence",
+                             "probabilities", "needs_review", "error", "model_version"],
+                "properties": {
+                    "object": {"const": "prediction"},
+                    "filename": {"type": "string"},
+                    "status": {"enum": ["done", "no_digit", "failed"]},
+                    "digit": {"type": ["integer", "null"], "minimum": 0, "maximum": 9},
+                    "confidence": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+                    "probabilities": {"anyOf": [PROBS, {"type": "null"}]},
+                    "needs_review": {"type": "boolean"},
+                    "error": NULLABLE_STR,
+                    "model_version": NULLABLE_STR,
+                }}},
+        },
+    },
     "Status": {
         "type": "object",
         "description": "The service now, read from Redis and the database. A part that could "
@@ -309,13 +332,31 @@ PATHS = {
     },
     "/api/v1/predict": {
         "post": {
-            "summary": "Classify one image now (interactive queue)",
-            "requestBody": {"content": {"multipart/form-data": {"schema": {
-                "type": "object", "properties": {"image": {"type": "string",
-                                                           "format": "binary"}}}}}},
-            "responses": {"200": _resp("The prediction", "Prediction"),
+            "summary": "Classify one image now, or a few (the interactive lane)",
+            "description": "One image as the `image` part or as the raw body (an image "
+                           "content type) answers a Prediction; up to "
+                           "DIGITS_PREDICT_MAX_IMAGES (64) `images` parts answer a "
+                           "PredictionList, each image alone. Answered by a lane worker "
+                           "while the caller waits; never behind bulk jobs.",
+            "requestBody": {"content": {
+                "multipart/form-data": {"schema": {"type": "object", "properties": {
+                    "image": BINARY,
+                    "images": {"type": "array", "items": BINARY, "maxItems": 64}}}},
+                "image/*": {"schema": BINARY}}},
+            "responses": {"200": {"description": "The prediction, or one per image sent as "
+                                                 "`images`",
+                                  "content": {"application/json": {"schema": {"oneOf": [
+                                      {"$ref": "#/components/schemas/Prediction"},
+                                      {"$ref": "#/components/schemas/PredictionList"}]}}}},
+                          "400": _resp("Several images without `images`, or too many "
+                                       "(one_image, too_many_images)", "Error"),
+                          "401": UNAUTHORIZED,
                           "413": _resp("Too large", "Error"),
                           "422": _resp("Not a usable image", "Error"),
+                          "429": _resp("The account is past DIGITS_PREDICT_RATE_LIMIT; see "
+                                       "Retry-After", "Error"),
+                          "503": _resp("The lane holds DIGITS_PREDICT_MAX_WAITING predictions "
+                                       "already (busy); see Retry-After", "Error"),
                           "504": _resp("No worker answered in time", "Error")},
         },
     },

@@ -111,24 +111,47 @@ class Lane:
             limits: list[tuple[int, int]] = ()) -> dict:
         """The answer for one image. With `account`, the call counts against each
         (amount, window seconds) of `limits` for it."""
+        return self.ask_many([image], request_id, account, limits)[0]
+
+    def ask_many(self, images: list[bytes], request_id: str, account: str | None = None,
+                 limits: list[tuple[int, int]] = ()) -> list[dict]:
+        """The answers for several images, in order: all queued in one round trip (each
+        counted), so that one lane batch usually takes them together; all or none."""
         client = self._own()
-        key = REPLY_PREFIX + uuid.uuid4().hex
-        raw = encode(Request(key, time.time() + self.timeout_s, request_id, image))
+        deadline = time.time() + self.timeout_s
+        keys = [REPLY_PREFIX + uuid.uuid4().hex for _ in images]
+        raws = [encode(Request(key, deadline, request_id, image))
+                for key, image in zip(keys, images, strict=True)]
         counted = [v for pair in limits for v in pair] if account else []
         prefix = f"{RATE_PREFIX}{account}:" if counted else ""
-        pushed, value = self._push(keys=[REQUESTS_KEY], client=client,
-                                   args=[raw, self.max_waiting, prefix, *counted])
-        if pushed == 0:
-            raise LaneBusy(f"{self.max_waiting} predictions are already waiting")
-        if pushed < 0:
+        target = client if len(raws) == 1 else client.pipeline(transaction=False)
+        outcomes = [self._push(keys=[REQUESTS_KEY], client=target,
+                               args=[raw, self.max_waiting, prefix, *counted]) for raw in raws]
+        if target is not client:
+            outcomes = target.execute()
+        refused = [(pushed, value) for pushed, value in outcomes if pushed <= 0]
+        if refused:
+            _take_back(client, [raw for raw, (pushed, _) in zip(raws, outcomes, strict=True)
+                                if pushed > 0])
+            pushed, value = refused[0]
+            if pushed == 0:
+                raise LaneBusy(f"{self.max_waiting} predictions are already waiting")
             raise RateLimited(max(1, int(value)))
-        # BLPOP's timeout is whole or fractional seconds (Redis >= 6).
-        got = client.blpop([key], timeout=self.timeout_s)
-        if got is None:
-            # Take it back if no worker has: nobody computes it late.
-            client.lrem(REQUESTS_KEY, 1, raw)
-            raise LaneTimeout(f"no lane worker answered within {self.timeout_s:g} s")
-        return json.loads(got[1])
+        answers = []
+        for i, key in enumerate(keys):
+            left = deadline - time.time()
+            # BLPOP's timeout is whole or fractional seconds (Redis >= 6); 0 would block.
+            got = client.blpop([key], timeout=left) if left > 0.001 else None
+            if got is None:
+                _take_back(client, raws[i:])  # if no worker has: nobody computes them late
+                raise LaneTimeout(f"no lane worker answered within {self.timeout_s:g} s")
+            answers.append(json.loads(got[1]))
+        return answers
+
+
+def _take_back(client, raws: list[bytes]) -> None:
+    for raw in raws:
+        client.lrem(REQUESTS_KEY, 1, raw)
 
 
 def answer(pipe, request: Request, result: dict) -> None:

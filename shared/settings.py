@@ -91,6 +91,10 @@ class Settings(BaseSettings):
         default=1, ge=1,
         description="Processes of an interactive (lane) worker; each batches whatever "
                     "predictions wait (bench/interactive.py).")
+    predict_max_images: int = Field(
+        default=64, ge=1,
+        description="Images one /predict call may send as `images` parts (answered in one "
+                    "response); more go to /jobs.")
     predict_max_waiting: int = Field(
         default=256, ge=1,
         description="Predictions that may wait for a lane worker at once; past it "

@@ -128,3 +128,30 @@ def test_request_round_trips_through_its_encoding():
     request = lane.Request("digits:lane:reply:x", 1234.5, "id with spaces", b"\n\x00bytes\n")
     assert lane.decode(lane.encode(request)) == request
     assert io.BytesIO(lane.encode(request)).read().count(b"\n") == 3
+
+
+def test_a_few_images_in_one_call_are_answered_in_order(lane_app, lane_worker):
+    from jsonschema import Draft202012Validator
+
+    client = lane_app.test_client()
+    digits = mnist_png_bytes(4000, 6)
+    parts = [(io.BytesIO(data), name) for name, data, _ in digits]
+    parts.insert(2, (io.BytesIO(b"not an image"), "notes.txt"))
+    answer = client.post("/api/v1/predict", data={"images": parts},
+                         content_type="multipart/form-data")
+    assert answer.status_code == 200, answer.json
+    body = answer.json
+    assert body["object"] == "list" and len(body["data"]) == 7
+    assert [d["filename"] for d in body["data"]] == [p[1] for p in parts]
+    refused = body["data"].pop(2)
+    assert refused["status"] == "failed" and refused["error"].startswith("unsupported_format")
+    assert [d["digit"] for d in body["data"]] == [label for _, _, label in digits]
+    document = client.get("/api/v1/openapi.json").json
+    schema = document["paths"]["/api/v1/predict"]["post"]["responses"]["200"]["content"][
+        "application/json"]["schema"]
+    Draft202012Validator({**schema, "components": document["components"]}).validate(
+        answer.json)
+    too_many = client.post("/api/v1/predict", data={"images": [
+        (io.BytesIO(digits[0][1]), f"{i}.png") for i in range(65)]},
+        content_type="multipart/form-data")
+    assert too_many.status_code == 400 and too_many.json["error"]["code"] == "too_many_images"
