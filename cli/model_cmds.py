@@ -24,8 +24,12 @@ def register(sub) -> None:
     p = sub.add_parser("evaluate", help="accuracy and confusion matrix on the MNIST test digits")
     p.add_argument("--model", type=Path, default=None, help="weights file (DIGITS_MODEL_PATH)")
     p.add_argument("--data", type=Path, default=None, help="MNIST folder (DIGITS_DATA_DIR)")
-    p.add_argument("--style", choices=["mnist", "scans"], default="mnist",
-                   help="clean MNIST digits, or the generated scan-like set made from them")
+    p.add_argument("--style", choices=["mnist", "scans", "strings"], default="mnist",
+                   help="clean MNIST digits, the generated scan-like set made from them, or "
+                        "the generated digit strings (training/strings.py)")
+    p.add_argument("--mode", choices=["digit", "string"], default="digit",
+                   help="string: read whole fields (labels.csv file,text) with the string "
+                        "model; with no --data-set, the generated strings")
     p.add_argument("--data-set", type=Path, default=None, metavar="PATH",
                    help="a folder or zip with labels.csv (file,label), read through the "
                         "worker's own path instead of MNIST")
@@ -85,7 +89,46 @@ def cmd_evaluate_data_set(args) -> int:
     return 0
 
 
+def cmd_evaluate_strings(args) -> int:
+    from shared.stringnet import path_beside
+    from training import strings
+    from training.labelled import DataSetError, load
+    from worker.strings import StringModel
+
+    settings = get_settings()
+    model = StringModel(path_beside(args.model or settings.model_path), "cpu",
+                        settings.max_batch_size)
+    if args.data_set is not None:
+        try:
+            data = load(args.data_set)
+        except DataSetError as exc:
+            print(f"digits evaluate: {exc}")
+            return 2
+        files, blobs, labels = data.files, data.blobs, data.labels
+        groups = {"length": [str(len(t)) for t in labels]}
+        if data.name.startswith("orand"):
+            trained = set(model.meta.get("trained_on", {}).get("real_folds", []))
+            folds = strings.by_field_fold(files)
+            groups["fold"] = folds
+            groups["part"] = ["trained on" if int(f) in trained else "held out" for f in folds]
+        title = f"data set {data.name}: {len(files)} fields"
+    else:
+        made = strings.generated_strings(_data_dir(args.data))
+        files, blobs, labels = made.files, made.blobs, made.labels
+        groups = {"length": [str(len(t)) for t in labels], "neighbours": made.kinds}
+        title = f"generated strings ({made.name}): {len(files)} fields"
+    report = strings.evaluate(files, blobs, labels, model.read, groups, settings.chunk_size)
+    report["model_version"] = model.version
+    print(strings.format_strings(report, f"{title}, {report['seconds']:.0f} s, model "
+                                         f"{model.version}"))
+    if args.json:
+        print(json.dumps(report))
+    return 0
+
+
 def cmd_evaluate(args) -> int:
+    if args.mode == "string" or args.style == "strings":
+        return cmd_evaluate_strings(args)
     if args.data_set is not None:
         return cmd_evaluate_data_set(args)
     from shared import artifact

@@ -49,6 +49,22 @@ def test_job_lifecycle_matches_the_document(live_stack, validate):
     validate(late.json(), "/api/v1/jobs/{job_id}/images", "post", 409)
 
 
+def test_string_job_matches_the_document(live_stack, validate, data_dir):
+    from training.strings import generated_strings
+
+    made = generated_strings(data_dir, seed=7, mix={3: 2})
+    files = [("files", (n, b, "image/png")) for n, b in zip(made.files, made.blobs, strict=True)]
+    created = live_stack.post("/api/v1/jobs", files=files, data={"mode": "string"})
+    validate(created.json(), "/api/v1/jobs", "post", created.status_code)
+    final = live_stack.wait_job(created.json()["id"])
+    validate(final, "/api/v1/jobs/{job_id}", "get", 200)
+    results = live_stack.get(f"/api/v1/jobs/{final['id']}/results").json()
+    validate(results, "/api/v1/jobs/{job_id}/results", "get", 200)
+    assert all(i["digits"] is not None for i in results["data"] if i["status"] == "done")
+    bad = live_stack.post("/api/v1/jobs", files=files, data={"mode": "nope"})
+    validate(bad.json(), "/api/v1/jobs", "post", 400)
+
+
 def test_predict_and_health_match_the_document(live_stack, validate):
     name, data, _ = mnist_png_bytes(5, 1)[0]
     predicted = live_stack.post("/api/v1/predict", files={"image": (name, data)})

@@ -1,0 +1,183 @@
+"""`digits train-strings`: the string network (shared/stringnet.py), trained with CTC.
+
+Training strings are made as the generated test set is (training/strings.py: apart,
+touching and overlapping neighbours) but from MNIST *training* digits, each digit
+scaled by 0.85-1.15, with marks the reader must learn to pass over: a full stop or a
+comma, a dash or an equals sign after the digits, an underline. Every string goes
+through exactly the reader's path (PNG bytes -> `shared.fields.field_strip`). Real
+cheque amount fields can be mixed in (`real_folds`: ORAND-CAR-A fields whose
+number % 5 is in them, never the folds it is tested on).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from shared.fields import field_strip
+from shared.stringnet import BLANK, STRIDE, StringNet, save
+from training.strings import KINDS, _png, render
+
+LENGTHS = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 4, 7: 3, 8: 2}  # relative odds of each length
+
+
+def _marks(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Non-digits beside the digits: dark ink on white, as `render` returns."""
+    ink = 255 - image
+    h = ink.shape[0]
+    rows = np.flatnonzero(ink.max(axis=1) > 127)
+    top, base = int(rows[0]), int(rows[-1])
+    tail = rng.random()
+    if tail < 0.35:  # ".", ",", "-" or "=" after the digits
+        extra = np.zeros((h, 14), np.uint8)
+        kind = int(rng.integers(0, 4))
+        if kind == 0:
+            extra[base - 2 : base + 1, 3:6] = 255
+        elif kind == 1:
+            for i in range(5):
+                extra[min(h - 1, base - 2 + i), 4 - i // 2 : 6 - i // 2] = 255
+        else:
+            mid = (top + base) // 2
+            extra[mid : mid + 2, 2:12] = 255
+            if kind == 3:
+                extra[mid - 4 : mid - 2, 2:12] = 255
+        ink = np.concatenate([ink, extra], axis=1)
+    if rng.random() < 0.15:  # an underline, sometimes touching the digits
+        y = min(h - 1, base + int(rng.integers(0, 3)))
+        ink[y, :] = 255
+    return 255 - ink
+
+
+def synthetic(data_dir, count: int, seed: int) -> tuple[list[np.ndarray], list[str]]:
+    """`count` training strings as strips, with their digits."""
+    from shared.mnist import load_split
+
+    train = load_split(data_dir, "train")
+    rng = np.random.default_rng(seed)
+    lengths = np.array(list(LENGTHS))
+    odds = np.array(list(LENGTHS.values()), float)
+    strips, texts = [], []
+    while len(strips) < count:
+        length = int(rng.choice(lengths, p=odds / odds.sum()))
+        idx = rng.integers(0, len(train.labels), size=length)
+        digits = []
+        for i in idx:
+            factor = rng.uniform(0.85, 1.15)
+            size = max(8, round(28 * factor))
+            digits.append(np.asarray(Image.fromarray(train.images[i]).resize((size, size),
+                                                                            Image.BILINEAR)))
+        pairs = [KINDS[int(c)] for c in rng.choice(3, size=length - 1, p=[0.5, 0.25, 0.25])]
+        image = _marks(render(digits, pairs, rng), rng)
+        strip = field_strip(_png(image), 10**8)
+        if strip is not None:
+            strips.append(strip.pixels)
+            texts.append("".join(str(int(train.labels[i])) for i in idx))
+    return strips, texts
+
+
+def real_fields(real_dir, folds: tuple[int, ...]) -> tuple[list[np.ndarray], list[str]]:
+    """The ORAND-CAR-A amount fields of `folds` as strips, with their digits."""
+    from training.labelled import field_fold, load
+
+    path = Path(real_dir) / "orand-car-a-strings.zip"
+    if not folds or not path.is_file():
+        return [], []
+    data = load(path)
+    strips, texts = [], []
+    for name, blob, text in zip(data.files, data.blobs, data.labels, strict=True):
+        if field_fold(name) in folds:
+            strip = field_strip(blob, 10**8)
+            if strip is not None:
+                strips.append(strip.pixels)
+                texts.append(text)
+    return strips, texts
+
+
+def _batches(widths: np.ndarray, size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Indices in batches of similar width (little padding), the batches shuffled."""
+    order = np.argsort(widths + rng.uniform(0, 8, len(widths)))
+    batches = [order[i : i + size] for i in range(0, len(order), size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _tensor(strips: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(s.shape[1] for s in strips)
+    x = np.zeros((len(strips), 1, strips[0].shape[0], width), np.float32)
+    for i, s in enumerate(strips):
+        x[i, 0, :, : s.shape[1]] = s
+    return torch.from_numpy(x), torch.tensor([s.shape[1] // STRIDE for s in strips])
+
+
+def train(data_dir, out: Path, count: int = 60_000, epochs: int = 8, real_dir=None,
+          real_folds: tuple[int, ...] = (), real_repeat: int = 8, seed: int = 0,
+          threads: int = 2, log=print) -> dict:
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    strips, texts = synthetic(data_dir, count, seed)
+    real_strips, real_texts = real_fields(real_dir, real_folds) if real_dir else ([], [])
+    strips += real_strips * real_repeat
+    texts += real_texts * real_repeat
+    log(f"{len(strips)} strips ({len(real_strips)} real fields x {real_repeat}) made in "
+        f"{time.perf_counter() - started:.0f} s")
+    model = StringNet()
+    batch = 64
+    steps = epochs * -(-len(strips) // batch)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    ctc = torch.nn.CTCLoss(blank=BLANK, zero_infinity=True)
+    widths = np.array([s.shape[1] for s in strips])
+    rng = np.random.default_rng(seed)
+    history = []
+    for epoch in range(epochs):
+        model.train()
+        total, seen = 0.0, 0
+        for idx in _batches(widths, batch, rng):
+            x, frames = _tensor([strips[i] for i in idx])
+            targets = torch.tensor([int(c) for i in idx for c in texts[i]])
+            lengths = torch.tensor([len(texts[i]) for i in idx])
+            loss = ctc(model(x), targets, frames, lengths)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+            seen += len(idx)
+        history.append(round(total / seen, 4))
+        log(f"epoch {epoch + 1}/{epochs}: CTC loss {history[-1]:.4f} "
+            f"({time.perf_counter() - started:.0f} s)")
+    meta = {"name": "digits-strings", "trained_on": {
+                "synthetic_strings": count, "synthetic_from": "MNIST training digits",
+                "real_fields": len(real_strips), "real_folds": list(real_folds),
+                "real_repeat": real_repeat},
+            "epochs": epochs, "seed": seed, "loss_history": history,
+            "training_seconds": round(time.perf_counter() - started, 1)}
+    save(model.eval(), meta, out)
+    return meta
+
+
+def main() -> None:  # pragma: no cover - a long run, started by hand
+    import argparse
+    import os
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", type=Path, default=Path("models/digits-strings.safetensors"))
+    p.add_argument("--count", type=int, default=60_000)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--real-folds", default="0,1,2")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    folds = tuple(int(f) for f in args.real_folds.split(",") if f)
+    meta = train(os.environ.get("DIGITS_DATA_DIR", "data/mnist"), args.out, args.count,
+                 args.epochs, os.environ.get("DIGITS_REAL_DATA_DIR"), folds, seed=args.seed)
+    print(json.dumps(meta))
+
+
+if __name__ == "__main__":
+    main()
