@@ -9,7 +9,9 @@
    (bench/naive.py) with the same two worker processes;
 4. interactive: POST /api/v1/predict under 1, 8 and 32 closed-loop clients against the
    plain design (Flask + gunicorn, the model in process), in alternating rounds, and
-   beside a bulk job (bench/interactive.py).
+   beside a bulk job (bench/interactive.py);
+5. strings: 5-digit fields through `digits submit --mode string`, strings per second
+   end to end (bench/strings.py).
 
 All three run in one process tree on this machine, one after the other, so their
 ratios are comparable. The last line printed is one JSON object.
@@ -218,6 +220,8 @@ def main() -> None:
                         help="the naive design is slow: its rate is measured on fewer images")
     parser.add_argument("--predict-images", type=int, default=5_000,
                         help="PNGs per interactive round (each sent once)")
+    parser.add_argument("--string-fields", type=int, default=1000,
+                        help="5-digit fields read end to end in string mode")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="digits-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -238,6 +242,9 @@ def main() -> None:
     from bench import interactive  # it imports this module's helpers
 
     lane = interactive.measure(args.predict_images, rounds=3, bulk_images=args.images)
+    from bench import strings
+
+    fields = strings.measure(args.string_fields)
 
     bare = rates[best_bs]
     e2e_rate = e2e["images"] / e2e["first_upload_to_last_result_s"]
@@ -256,6 +263,7 @@ def main() -> None:
     print(f"e2e accuracy {e2e['accuracy']:.4f}; e2e / bare {e2e_rate / bare:.1%}; "
           f"e2e / naive {e2e_rate / naive_rate:.1f}x")
     lane_keys = interactive.report(lane)
+    string_keys = strings.report(fields)
     print(json.dumps({
         "bare_images_per_s": round(bare, 1), "bare_best_batch": best_bs,
         "one_thread_best_batch": max(one_thread, key=one_thread.get),
@@ -266,7 +274,7 @@ def main() -> None:
         "e2e_first_upload_to_last_result_s": round(e2e["first_upload_to_last_result_s"], 2),
         "e2e_client_wall_s": round(e2e["client_wall_s"], 2),
         "prepare_us_per_image": round(prepare_s * 1e6, 1), "images": e2e["images"],
-        **lane_keys,
+        **lane_keys, **string_keys,
     }))
 
 

@@ -1,0 +1,83 @@
+"""Digit strings end to end: 5-digit fields (generated from MNIST test digits, half the
+neighbours touching or overlapping) through `digits submit --mode string` to
+`digits up --workers 2`, from the first upload to the last result stored.
+
+    .venv/bin/python bench/strings.py [--fields 1000]     # alone; make bench runs it too
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.throughput import _ts, stop, wait_for  # noqa: E402
+from cli.stack import free_port  # noqa: E402
+
+
+def measure(fields: int = 1000, workers: int = 2, tmp: Path | None = None) -> dict:
+    from training.strings import generated_strings
+
+    with tempfile.TemporaryDirectory(prefix="digits-strings-") as name:
+        tmp = tmp or Path(name)
+        folder = tmp / "fields"
+        folder.mkdir(parents=True, exist_ok=True)
+        made = generated_strings(os.environ.get("DIGITS_DATA_DIR", "data/mnist"), seed=5,
+                                 mix={5: fields})
+        truth = {}
+        for file, blob, text in zip(made.files, made.blobs, made.labels, strict=True):
+            (folder / file).write_bytes(blob)
+            truth[file] = text
+        port = free_port()
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("DIGITS_REDIS_URL", "DIGITS_DATABASE_URL")}
+        env.update(DIGITS_STATE_DIR=str(tmp / "state"), PYTHONUNBUFFERED="1")
+        with (tmp / "stack.log").open("wb") as log:
+            stack = subprocess.Popen(
+                [sys.executable, "-m", "cli.main", "up", "--workers", str(workers),
+                 "--port", str(port)], cwd=ROOT, env=env, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        out = tmp / "strings.csv"
+        try:
+            wait_for(lambda: requests.get(url + "/readyz", timeout=2).ok, 120, "the stack")
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "cli.main", "submit", str(folder), "--mode",
+                            "string", "--server", url, "--out", str(out)], cwd=ROOT,
+                           check=True, stdout=subprocess.DEVNULL)
+            wall = time.perf_counter() - start
+            job = requests.get(url + "/api/v1/jobs", params={"limit": 1}, timeout=10
+                               ).json()["data"][0]
+        finally:
+            stop(stack)
+        with out.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    right = sum(r["text"] == truth[Path(r["path"]).name] for r in rows)
+    seconds = _ts(job["finished_at"]) - _ts(job["created_at"])
+    return {"string_fields": len(rows), "strings_per_s": round(len(rows) / seconds, 1),
+            "strings_right": round(right / max(1, len(rows)), 4),
+            "strings_client_wall_s": round(wall, 2)}
+
+
+def report(result: dict) -> dict:
+    label = f"end to end, 5-digit strings ({result['string_fields']})"
+    print(f"{label:<44}{result['strings_per_s']:>12,.0f}  strings/s, "
+          f"{result['strings_right']:.2%} right")
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fields", type=int, default=1000)
+    args = parser.parse_args()
+    report(measure(args.fields))
