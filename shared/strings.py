@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 
@@ -64,9 +65,9 @@ def best_path(log_probs: np.ndarray) -> list[tuple[int, float, int, int]]:
     return out
 
 
-def _box(strip: Strip, first: int, last: int) -> list[int]:
+def _box(strip: Strip, first: float, last: float) -> list[int]:
     """Columns first..last of the network's output -> the box of their ink in the image."""
-    x0, x1 = first * STRIDE, last * STRIDE
+    x0, x1 = round(first * STRIDE), round(last * STRIDE)
     ink = strip.pixels[:, x0:x1] > 0.2
     rows = np.flatnonzero(ink.any(axis=1))
     cols = np.flatnonzero(ink.any(axis=0))
@@ -85,7 +86,12 @@ def reading(strip: Strip, log_probs: np.ndarray, review: float) -> Reading:
     if len(found) > MAX_DIGITS:
         return Reading("failed", error=f"too_many_digits: the image holds {len(found)} "
                                        f"digits, more than the {MAX_DIGITS} a string may hold")
-    digits = [StringDigit(d, p, _box(strip, a, b)) for d, p, a, b in found]
+    # CTC's spikes are a column or two wide: a digit's box is the ink between the midpoints
+    # to its neighbours' spikes.
+    centres = [(a + b) / 2 for _, _, a, b in found]
+    edges = [0.0, *((x + y) / 2 for x, y in pairwise(centres)), float(len(log_probs))]
+    digits = [StringDigit(d, p, _box(strip, edges[k], edges[k + 1]))
+              for k, (d, p, _, _) in enumerate(found)]
     least = min(d.confidence for d in digits)
     return Reading("done", "".join(str(d.digit) for d in digits), digits, least,
                    needs_review=least < review, strip=strip.pixels)

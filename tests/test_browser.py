@@ -452,3 +452,44 @@ def test_the_upload_page_fails_a_refused_part_alone(page, tmp_path, live_stack):
     expect(page).to_have_url(re.compile(r"/jobs/job_[0-9a-f]{32}$"))
     job = live_stack.wait_job(page.url.rsplit("/", 1)[1])
     assert job["status"] == "succeeded" and job["counts"]["total"] == 500
+
+
+def test_strings_upload_boxes_and_a_number_drawn(page, tmp_path, live_stack, data_dir, shots):
+    """String mode from the pages: the upload page's choice, the job page's boxes round each
+    digit read, and a short number drawn on the wide pad."""
+    from training.strings import generated_strings
+
+    made = generated_strings(data_dir, seed=31, mix={4: 3})
+    for name, blob in zip(made.files, made.blobs, strict=True):
+        (tmp_path / name).write_bytes(blob)
+    page.goto("/upload")
+    page.get_by_label("a number").check()
+    page.get_by_label("Images or zip archives").set_input_files(
+        [tmp_path / name for name in made.files])
+    page.get_by_role("button", name="Upload").click()
+    expect(page).to_have_url(re.compile(r"/jobs/job_[0-9a-f]{32}$"))
+    expect(page.locator("#job-status")).to_have_text("succeeded", timeout=SLOW)
+    expect(page.locator("#job-mode")).to_have_text("a number, read whole")
+    expect(page.locator("#results .field-picture")).to_have_count(3)
+    # One box per digit read, placed once each field has loaded.
+    texts = page.locator("#results td.digit").all_inner_texts()
+    expect(page.locator("#results .field-picture .box")).to_have_count(
+        sum(len(t) for t in texts))
+    assert sum(t in made.labels for t in texts) >= 2, (texts, made.labels)
+    page.screenshot(path=shots / "strings-job.png", full_page=True)
+
+    page.goto("/")
+    page.get_by_label("A short number").check()
+    assert page.locator("#pad").evaluate("c => c.width") == 840
+    box = page.locator("#pad").bounding_box()
+    for i, digit in enumerate("107"):
+        for stroke in STROKES[digit]:
+            points = [(box["x"] + (i + 0.15 + 0.7 * x) / 3 * box["width"],
+                       box["y"] + y * box["height"]) for x, y in stroke]
+            page.mouse.move(*points[0])
+            page.mouse.down()
+            for point in points[1:]:
+                page.mouse.move(*point, steps=8)
+            page.mouse.up()
+    page.get_by_role("button", name="Recognise").click()
+    expect(page.locator("#result-digit")).to_have_text("107", timeout=SLOW)
