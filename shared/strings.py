@@ -24,6 +24,7 @@ from shared.imaging import MAX_IMAGE_PIXELS, ImageError
 MAX_DIGITS = 20  # a field holding more digits is refused
 BLANK = 10
 DEFAULT_REVIEW_THRESHOLD = 0.9  # a digit less sure than this sends its string to review
+REACH = 4.5  # network columns (of 4 px in a 32-px strip) a digit's box reaches either side
 
 
 @dataclass
@@ -67,7 +68,7 @@ def best_path(log_probs: np.ndarray) -> list[tuple[int, float, int, int]]:
 
 def _box(strip: Strip, first: float, last: float) -> list[int]:
     """Columns first..last of the network's output -> the box of their ink in the image."""
-    x0, x1 = round(first * STRIDE), round(last * STRIDE)
+    x0, x1 = max(0, round(first * STRIDE)), max(0, round(last * STRIDE))
     ink = strip.pixels[:, x0:x1] > 0.2
     rows = np.flatnonzero(ink.any(axis=1))
     cols = np.flatnonzero(ink.any(axis=0))
@@ -87,11 +88,12 @@ def reading(strip: Strip, log_probs: np.ndarray, review: float) -> Reading:
         return Reading("failed", error=f"too_many_digits: the image holds {len(found)} "
                                        f"digits, more than the {MAX_DIGITS} a string may hold")
     # CTC's spikes are a column or two wide: a digit's box is the ink between the midpoints
-    # to its neighbours' spikes.
+    # to its neighbours' spikes, and at most about a wide digit's half-width from its own
+    # (a comma or a dash after the last digit is not in its box).
     centres = [(a + b) / 2 for _, _, a, b in found]
-    edges = [0.0, *((x + y) / 2 for x, y in pairwise(centres)), float(len(log_probs))]
-    digits = [StringDigit(d, p, _box(strip, edges[k], edges[k + 1]))
-              for k, (d, p, _, _) in enumerate(found)]
+    edges = [-np.inf, *((x + y) / 2 for x, y in pairwise(centres)), np.inf]
+    digits = [StringDigit(d, p, _box(strip, max(edges[k], c - REACH), min(edges[k + 1], c + REACH)))
+              for k, ((d, p, _, _), c) in enumerate(zip(found, centres, strict=True))]
     least = min(d.confidence for d in digits)
     return Reading("done", "".join(str(d.digit) for d in digits), digits, least,
                    needs_review=least < review, strip=strip.pixels)
