@@ -25,7 +25,7 @@ MODE = {"enum": ["digit", "string"],
         "description": "digit: each image one digit (the default). string: each image a "
                        "field of digits (a postal code, an amount, a date) read whole; its "
                        "items carry `text` and `digits`, and `digit` and `probabilities` "
-                       "stay null. Commas, dots, dashes, currency signs and ruled lines are "
+                       "stay null. Commas, dots, dashes, equals signs and ruled lines are "
                        "passed over. A field wider than 4,096 px or holding more than 20 "
                        "digits fails alone (too_wide, too_many_digits)."}
 TEXT = {"type": ["string", "null"], "pattern": "^[0-9]*$",
