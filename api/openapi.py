@@ -200,7 +200,10 @@ SCHEMAS = {
     "Health": {"type": "object", "required": ["status"],
                "properties": {"status": {"type": "string"},
                               "checks": {"type": "object",
-                                         "additionalProperties": {"type": "string"}}}},
+                                         "additionalProperties": {"type": "string"}},
+                              "runtimes": {"type": "array", "items": {"type": "string"},
+                                           "description": "What runs the model in the "
+                                           "workers online (onnx-int8, torch)"}}},
 }
 
 

@@ -8,7 +8,8 @@ import logging
 from flask import Blueprint, current_app, jsonify
 from sqlalchemy import text
 
-from shared import db
+from api.routes_ops import redis_client
+from shared import db, overview
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger("digits.health")
@@ -59,5 +60,15 @@ def readyz():
               "redis": _check("Redis", _redis)}
     checks["workers"] = _check("the workers", _workers) if checks["redis"] == "ok" else "skipped"
     ready = all(v == "ok" for v in checks.values())
-    return jsonify({"status": "ready" if ready else "not_ready", "checks": checks}), (
+    return jsonify({"status": "ready" if ready else "not_ready", "checks": checks,
+                    "runtimes": _runtimes() if checks["redis"] == "ok" else []}), (
         200 if ready else 503)
+
+
+def _runtimes() -> list[str]:
+    """What runs the model in the workers that announced themselves (shared/runtime.py)."""
+    try:
+        found = overview.workers(redis_client())
+    except Exception:  # a status detail: readiness is the checks above
+        return []
+    return sorted({w["runtime"] for w in found if w.get("runtime")})

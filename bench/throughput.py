@@ -2,9 +2,11 @@
 
     make bench            # or: .venv/bin/python bench/throughput.py [--images 10000]
 
-1. bare: the CNN alone on preprocessed tensors, at several batch sizes (the ceiling);
+1. bare: the CNN alone on preprocessed tensors, at several batch sizes (the ceiling),
+   in the runtime a worker picks (shared/runtime.py) and in torch fp32;
 2. e2e: a folder of PNG scans through `digits submit` to `digits up --workers 2`
-   (private Redis, SQLite), from the first upload to the last result stored;
+   (private Redis, SQLite), from the first upload to the last result stored, with the
+   default runtime and with DIGITS_RUNTIME=torch, alternately;
 3. naive: the same images through one Celery task and one commit per image
    (bench/naive.py) with the same two worker processes;
 4. interactive: POST /api/v1/predict under 1, 8 and 32 closed-loop clients against the
@@ -40,7 +42,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from cli.stack import free_port  # noqa: E402
-from shared import artifact  # noqa: E402
 from shared.imaging import prepare_many  # noqa: E402
 from shared.mnist import load_split  # noqa: E402
 from shared.settings import get_settings  # noqa: E402
@@ -70,32 +71,33 @@ def write_folder(folder: Path, n: int) -> list[int]:
     return [int(test.labels[i % len(test.labels)]) for i in range(n)]
 
 
-def _rates(model, x: torch.Tensor, threads: int) -> dict[int, float]:
-    """Images/s per batch size on `threads` threads, the better of the two memory layouts
-    (channels_last here, as in the worker)."""
-    torch.set_num_threads(threads)
-    n, rates = len(x), {}
-    with torch.inference_mode():
-        for layout in (torch.contiguous_format, torch.channels_last):
-            model.to(memory_format=layout)
-            xl = x.contiguous(memory_format=layout)
-            for bs in BATCH_SIZES:
-                count = min(n, 2000 if bs == 1 else n)
-                model(xl[:bs])  # warm up this shape
-                start = time.perf_counter()
-                for i in range(0, count, bs):
-                    model(xl[i : i + bs])
-                rates[bs] = max(rates.get(bs, 0.0), count / (time.perf_counter() - start))
-    return rates
+def bench_runtime(n: int, runtime: str = "auto") -> tuple[str, dict[int, float],
+                                                         dict[int, float]]:
+    """Images/s per batch size of the model as a worker runs it (Predictor.probabilities:
+    the runtime's forward pass, the softmax, and for int8 the fp32 re-check of unsure
+    images), on every core and on one thread; and the runtime's name."""
+    from worker.inference import Predictor
+
+    x = load_split(get_settings().data_dir, "test").images[:n].astype(np.float32) / 255
+    out, name = [], runtime
+    for threads, count in ((os.cpu_count() or 1, n), (1, min(n, 4000))):
+        predictor, rates = Predictor(get_settings().model_path, "cpu", max(BATCH_SIZES),
+                                     threads, runtime), {}
+        name = predictor.runtime
+        for bs in BATCH_SIZES:
+            m = min(count, 2000 if bs == 1 else count)
+            predictor.probabilities(x[:bs], counted=False)  # warm up this shape
+            start = time.perf_counter()
+            for i in range(0, m, bs):
+                predictor.probabilities(x[i : i + bs], counted=False)
+            rates[bs] = m / (time.perf_counter() - start)
+        out.append(rates)
+    torch.set_num_threads(os.cpu_count() or 1)
+    return name, out[0], out[1]
 
 
-def bench_bare(n: int) -> tuple[dict[int, float], dict[int, float]]:
-    """Images/s of the model alone per batch size on every core (the ceiling) and on one
-    thread (a worker process: how DIGITS_MAX_BATCH_SIZE is chosen)."""
-    model, _ = artifact.load(get_settings().model_path)
-    test = load_split(get_settings().data_dir, "test")
-    x = torch.from_numpy(test.images[:n].astype(np.float32) / 255).unsqueeze(1)
-    return _rates(model, x, os.cpu_count() or 1), _rates(model, x[:4000], 1)
+def _best(*runs: dict[int, float]) -> dict[int, float]:
+    return {bs: max(run[bs] for run in runs) for bs in runs[0]}
 
 
 def bench_prepare() -> float:
@@ -123,12 +125,14 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def bench_e2e(folder: Path, labels: list[int], tmp: Path, workers: int = 2) -> dict:
+def bench_e2e(folder: Path, labels: list[int], tmp: Path, workers: int = 2,
+              runtime: str = "auto") -> dict:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DIGITS_REDIS_URL",
                                                           "DIGITS_DATABASE_URL")}
     tmp.mkdir(parents=True, exist_ok=True)
-    env.update(DIGITS_STATE_DIR=str(tmp / "e2e-state"), PYTHONUNBUFFERED="1")
+    env.update(DIGITS_STATE_DIR=str(tmp / "e2e-state"), PYTHONUNBUFFERED="1",
+               DIGITS_RUNTIME=runtime)
     log = (tmp / "e2e-stack.log").open("wb")
     stack = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--workers", str(workers),
                               "--port", str(port)], cwd=ROOT, env=env, stdout=log,
@@ -230,13 +234,22 @@ def main() -> None:
         # This machine's speed drifts by tens of percent from minute to minute: the model
         # is measured before and after the end-to-end runs and each figure is the best of
         # its trials, so a slow minute lowers no figure alone.
-        rates, one_thread = bench_bare(args.images)
+        torch_rates, torch_one = bench_runtime(args.images, "torch")[1:]
+        runtime, rates, one_thread = bench_runtime(args.images)
         prepare_s = bench_prepare()
-        e2e = max((bench_e2e(folder, labels, tmp / f"e2e-{i}") for i in range(args.trials)),
-                  key=lambda run: run["images"] / run["first_upload_to_last_result_s"])
-        again, one_again = bench_bare(args.images)
-        rates = {bs: max(rate, again[bs]) for bs, rate in rates.items()}
-        one_thread = {bs: max(rate, one_again[bs]) for bs, rate in one_thread.items()}
+        # The default runtime and torch (DIGITS_RUNTIME=torch) alternate, best of each.
+        e2e_runs = {rt: [] for rt in ("auto", "torch")}
+        for i in range(args.trials):
+            for rt, found in e2e_runs.items():
+                found.append(bench_e2e(folder, labels, tmp / f"e2e-{rt}-{i}", runtime=rt))
+        e2e, e2e_torch = (max(e2e_runs[rt], key=lambda run: run["images"]
+                              / run["first_upload_to_last_result_s"])
+                          for rt in ("auto", "torch"))
+        again, torch_again = bench_runtime(args.images)[1:], bench_runtime(args.images,
+                                                                           "torch")[1:]
+        rates, one_thread = _best(rates, again[0]), _best(one_thread, again[1])
+        torch_rates = _best(torch_rates, torch_again[0])
+        torch_one = _best(torch_one, torch_again[1])
         best_bs = max(rates, key=rates.get)
         naive = bench_naive(folder, tmp, min(args.naive_images, args.images))
     from bench import interactive  # it imports this module's helpers
@@ -247,25 +260,40 @@ def main() -> None:
     fields = strings.measure(args.string_fields)
 
     bare = rates[best_bs]
+    bare_torch = max(torch_rates.values())
+    one_best, torch_one_best = max(one_thread.values()), max(torch_one.values())
     e2e_rate = e2e["images"] / e2e["first_upload_to_last_result_s"]
+    e2e_torch_rate = e2e_torch["images"] / e2e_torch["first_upload_to_last_result_s"]
     naive_rate = naive["images"] / naive["wall_s"]
     print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}")
-    print(f"{'measure':<44}{'images/s':>12}")
+    print(f"{'measure':<44}{runtime:>12}{'torch fp32':>12}")
     for bs, rate in rates.items():
-        print(f"{f'bare model, batch {bs}':<44}{rate:>12,.0f}")
+        print(f"{f'bare model, batch {bs}':<44}{rate:>12,.0f}{torch_rates[bs]:>12,.0f}")
     for bs, rate in one_thread.items():
-        print(f"{f'  one thread (a worker process), batch {bs}':<44}{rate:>12,.0f}")
+        print(f"{f'  one thread (a worker process), batch {bs}':<44}{rate:>12,.0f}"
+              f"{torch_one[bs]:>12,.0f}")
+    print(f"one thread, best batch: {runtime} {one_best:,.0f} images/s, torch fp32 "
+          f"{torch_one_best:,.0f}: {one_best / torch_one_best:.2f}x")
     print(f"{'prepare_many() per chunk (decode + normalise)':<44}{1 / prepare_s:>12,.0f}")
     e2e_label = f"end to end, digits submit, {e2e['images']} images"
     naive_label = f"naive: a task + a commit per image ({naive['images']})"
     print(f"{e2e_label:<44}{e2e_rate:>12,.0f}")
+    print(f"{'  the same with DIGITS_RUNTIME=torch':<44}{e2e_torch_rate:>12,.0f}"
+          f"   ({e2e_rate / e2e_torch_rate:.2f}x)")
     print(f"{naive_label:<44}{naive_rate:>12,.0f}")
     print(f"e2e accuracy {e2e['accuracy']:.4f}; e2e / bare {e2e_rate / bare:.1%}; "
           f"e2e / naive {e2e_rate / naive_rate:.1f}x")
     lane_keys = interactive.report(lane)
     string_keys = strings.report(fields)
     print(json.dumps({
+        "runtime": runtime,
         "bare_images_per_s": round(bare, 1), "bare_best_batch": best_bs,
+        "bare_torch_images_per_s": round(bare_torch, 1),
+        "one_thread_images_per_s": round(one_best, 1),
+        "one_thread_torch_images_per_s": round(torch_one_best, 1),
+        "one_thread_over_torch": round(one_best / torch_one_best, 2),
+        "e2e_torch_images_per_s": round(e2e_torch_rate, 1),
+        "e2e_over_torch": round(e2e_rate / e2e_torch_rate, 2),
         "one_thread_best_batch": max(one_thread, key=one_thread.get),
         "e2e_images_per_s": round(e2e_rate, 1), "naive_images_per_s": round(naive_rate, 1),
         "e2e_over_bare": round(e2e_rate / bare, 3),

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "cli.service_cmds",
     "cli.client_cmds",
     "cli.keys_cmds",
+    "cli.runtime_cmds",
 )
 
 

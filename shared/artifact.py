@@ -20,6 +20,8 @@ from safetensors.torch import load_file, save_file
 from shared.network import MNIST_MEAN, MNIST_STD, DigitCNN, count_parameters
 
 ARCHITECTURE = "DigitCNN"
+# The int8 ONNX form of the weights (training/export.py), listed under "runtimes".
+ONNX_INT8 = "onnx-int8"
 
 
 class ArtifactError(Exception):

@@ -59,7 +59,14 @@ class Settings(BaseSettings):
         description="Image bytes a worker holds at once: a chunk with more is read and "
                     "classified in runs of at most this much.")
     max_batch_size: int = Field(default=128, ge=1, description="Images per model forward pass.")
-    torch_threads: int = Field(default=0, ge=0, description="0 lets torch decide.")
+    torch_threads: int = Field(
+        default=0, ge=0, description="Threads per worker process for the model (torch or "
+                                     "ONNX Runtime); 0 lets the runtime decide.")
+    runtime: Literal["auto", "onnx-int8", "torch"] = Field(
+        default="auto",
+        description="What runs the CNN in a worker: auto takes the int8 ONNX model on a CPU "
+                    "when it is beside the weights and intact (shared/runtime.py), else "
+                    "torch fp32.")
 
     # --- API limits -----------------------------------------------------------
     max_request_bytes: int = Field(

@@ -29,7 +29,7 @@ from celery.signals import (
     worker_shutdown,
 )
 
-from shared import db, logs, metrics, overview
+from shared import db, logs, metrics, overview, runtime
 from shared.celery_app import make_celery
 from shared.settings import get_settings
 from worker.malloc import keep_freed_memory
@@ -71,6 +71,7 @@ class Heartbeat:
             "pool": type(consumer.pool).__module__.rsplit(".", 1)[-1] if consumer.pool else None,
             "pid": os.getpid(),
             "started_at": time.time(),
+            "runtime": runtime.announced(get_settings()),
         }
         self.client = redis.Redis.from_url(get_settings().redis_url or DEFAULT_REDIS_URL,
                                            socket_timeout=5, socket_connect_timeout=5)

@@ -85,6 +85,7 @@ def _lane_process(ready) -> None:
 def run(concurrency: int, parent: int = 0) -> int:
     """The main process: fork, announce, watch, stop. With `parent`, it also stops when
     that process is gone (a `digits worker` serving both queues started it)."""
+    from shared import runtime
     from worker.malloc import keep_freed_memory
 
     keep_freed_memory()  # inherited by the lane processes
@@ -95,7 +96,8 @@ def run(concurrency: int, parent: int = 0) -> int:
     ready = context.Event()  # set by the first lane process that can serve
     name = f"{INTERACTIVE_QUEUE}-{uuid.uuid4().hex[:6]}@{os.uname().nodename}"
     info = {"queues": [INTERACTIVE_QUEUE], "concurrency": concurrency, "pool": "lane",
-            "pid": os.getpid(), "started_at": time.time()}
+            "pid": os.getpid(), "started_at": time.time(),
+            "runtime": runtime.announced(settings)}
     quit_now = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: quit_now.set())
