@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from sqlalchemy import and_, case, func, select, update
 from sqlalchemy.orm import Session
 
-from shared.models import Item, ItemStatus, Job, JobStatus
+from shared.models import Item, ItemStatus, Job, JobMode, JobStatus
 
 COUNT_KEYS = ("total", "pending", "done", "failed", "no_digit", "needs_review", "cancelled")
 
@@ -51,11 +51,18 @@ def _has_pending(session: Session, job_id: str) -> bool:
     ) is not None
 
 
-def mark_started(session: Session, job_ids: Iterable[str]) -> None:
+def mark_started(session: Session, job_ids: Iterable[str],
+                 model_version: str | None = None) -> None:
+    """Queued jobs become running. `model_version`, the digit model's as the worker runs
+    it (its runtime included), replaces the API's (the weights') on digit jobs."""
+    values = {"status": JobStatus.RUNNING, "started_at": datetime.now(UTC)}
+    if model_version:
+        values["model_version"] = case((Job.mode == JobMode.DIGIT, model_version),
+                                       else_=Job.model_version)
     session.execute(
         update(Job)
         .where(Job.id.in_(list(job_ids)), Job.status == JobStatus.QUEUED)
-        .values(status=JobStatus.RUNNING, started_at=datetime.now(UTC))
+        .values(**values)
         # Runs after every chunk: no session objects to update, skip looking for them.
         .execution_options(synchronize_session=False)
     )

@@ -70,3 +70,5 @@ def test_readyz_and_results_name_the_runtime(live_stack):
     name, data, _ = mnist_png_bytes(0, 1)[0]
     answer = live_stack.post("/api/v1/predict", files={"image": (name, data)})
     assert answer.json()["model_version"].endswith("+onnx-int8")
+    job = live_stack.post("/api/v1/jobs", files=[("files", (name, data, "image/png"))]).json()
+    assert live_stack.wait_job(job["id"])["model_version"].endswith("+onnx-int8")

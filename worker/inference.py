@@ -110,6 +110,11 @@ def get_predictor() -> Predictor:
         return _predictor
 
 
+def loaded_version() -> str | None:
+    """The digit model's version with its runtime, once this process has loaded it."""
+    return _predictor.version if _predictor is not None else None
+
+
 def warm_up(predictor: Predictor) -> None:
     """What a first batch would otherwise wait for: the model's kernels for a full batch,
     the decoders and resampling weights."""

@@ -27,7 +27,7 @@ from shared.models import Item, ItemStatus, Job, JobMode
 from shared.queues import BULK_QUEUE
 from shared.settings import get_settings
 from shared.verdict import judge
-from worker.inference import Predictor, get_predictor
+from worker.inference import Predictor, get_predictor, loaded_version
 from worker.strings import StringModel, get_string_model
 
 log = logging.getLogger(__name__)
@@ -313,7 +313,7 @@ def _classify_rows(rows, contents: list[bytes], job_ids: list[str], asked: int,
     ]
     with db.session() as s:
         written = s.connection().execute(_write, params).rowcount
-        jobstate.mark_started(s, job_ids)
+        jobstate.mark_started(s, job_ids, loaded_version())
     # A separate transaction, after the commit: whoever writes a job's last results
     # sees them all here and closes the job.
     with db.session() as s:
