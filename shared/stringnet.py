@@ -49,11 +49,27 @@ class StringNet(nn.Module):
         )
         self.config = {"channels": list(channels), "hidden": hidden}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.features(x)  # (N, C, 4, W/4)
-        n, c, h, w = f.shape
-        out = self.sequence(f.reshape(n, c * h, w))  # (N, 11, W/4)
-        return out.permute(2, 0, 1).log_softmax(-1)
+    def forward(self, x: torch.Tensor, widths: torch.Tensor | None = None) -> torch.Tensor:
+        """With `widths` (each strip's own width, a multiple of 4), the columns past a strip
+        are zeroed after every layer, so that a strip reads the same whatever it is
+        batched with (padding otherwise leaks in through the layers' biases)."""
+        f = x
+        for layer in self.features:
+            f = layer(f)
+            if widths is not None and isinstance(layer, nn.ReLU):
+                f = f * _columns(widths * f.shape[-1] // x.shape[-1], f.shape[-1])[:, None, None]
+        n, c, h, w = f.shape  # (N, C, 4, W/4)
+        seq = f.reshape(n, c * h, w)
+        for layer in self.sequence:
+            if widths is not None and isinstance(layer, nn.Conv1d):
+                seq = seq * _columns(widths // STRIDE, w)[:, None]
+            seq = layer(seq)
+        return seq.permute(2, 0, 1).log_softmax(-1)  # (W/4, N, 11)
+
+
+def _columns(widths: torch.Tensor, total: int) -> torch.Tensor:
+    """(N, total) 1.0 for the columns within each width, else 0.0."""
+    return (torch.arange(total, device=widths.device)[None, :] < widths[:, None]).float()
 
 
 def save(model: StringNet, meta: dict, weights: Path) -> dict:

@@ -122,3 +122,17 @@ def test_held_out_real_amount_fields(string_model):
     data = data.subset(keep)
     report = score_strings(data.labels, string_model.read(data.blobs))
     assert report["all"]["strings"]["rate"] >= 0.6, report["all"]
+
+
+def test_a_field_reads_the_same_alone_and_batched(string_model, data_dir):
+    """Padding a short strip to its batch's width must not change what it reads."""
+    from shared.strings import strips
+    from training.strings import generated_strings
+
+    if not data_dir.is_dir():
+        pytest.skip("MNIST not found")
+    made = generated_strings(data_dir, seed=3, mix={2: 4, 8: 4})
+    pixels = [s.pixels for s in strips(made.blobs)]
+    together = string_model.log_probs(pixels)
+    for strip, batched in zip(pixels, together, strict=True):
+        assert np.allclose(string_model.log_probs([strip])[0], batched, atol=1e-4)

@@ -68,7 +68,9 @@ class StringModel:
             x = np.zeros((len(batch), 1, strips[batch[0]].shape[0], width), np.float32)
             for k, i in enumerate(batch):
                 x[k, 0, :, : strips[i].shape[1]] = strips[i]
-            result = self.model(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
+            widths = torch.tensor([strips[i].shape[1] for i in batch], device=self.device)
+            result = self.model(torch.from_numpy(x).to(self.device), widths
+                                ).float().cpu().numpy()
             metrics.WORKER_BATCH.observe(len(batch))
             for k, i in enumerate(batch):
                 out[i] = result[: strips[i].shape[1] // STRIDE, k]
