@@ -97,7 +97,8 @@ def load(url: str, bodies: list[bytes], labels: list[int], clients: int,
 def bulk_job(url: str, folder: Path, out: Path) -> float:
     """Images/s of one `digits submit` of the folder, from the server's timestamps."""
     subprocess.run([sys.executable, "-m", "cli.main", "submit", str(folder), "--server", url,
-                    "--out", str(out)], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+                    "--out", str(out)], cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+                   env={**os.environ, "DIGITS_CLIENT_RETRY_MINUTES": "1"}, timeout=600)
     job = requests.get(url + "/api/v1/jobs", params={"limit": 1}, timeout=10).json()["data"][0]
     return job["counts"]["total"] / (_ts(job["finished_at"]) - _ts(job["created_at"]))
 

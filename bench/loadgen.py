@@ -124,6 +124,8 @@ def run(url: str, requests: list[bytes], clients: int, warmup: int = 200,
     lock = threading.Lock()
 
     def drive(order, record: bool, out: list, statuses: dict) -> None:
+        # `out` and `statuses` are this thread's own: merged after the join, so no
+        # count is lost to two threads updating one dict at once.
         conn = Connection(host, port)
         try:
             while True:
@@ -144,16 +146,20 @@ def run(url: str, requests: list[bytes], clients: int, warmup: int = 200,
 
     def phase(indices, record: bool) -> tuple[float, list[float], dict[int, int]]:
         order = iter(indices)
-        latencies: list[float] = []
-        statuses: dict[int, int] = {}
-        threads = [threading.Thread(target=drive, args=(order, record, latencies, statuses))
-                   for _ in range(clients)]
+        own = [([], {}) for _ in range(clients)]
+        threads = [threading.Thread(target=drive, args=(order, record, *mine)) for mine in own]
         started = time.perf_counter()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        return time.perf_counter() - started, latencies, statuses
+        seconds = time.perf_counter() - started
+        latencies = [x for mine, _ in own for x in mine]
+        statuses: dict[int, int] = {}
+        for _, mine in own:
+            for status, n in mine.items():
+                statuses[status] = statuses.get(status, 0) + n
+        return seconds, latencies, statuses
 
     n = len(requests)
     if warmup:
