@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import itertools
 import json
 import mimetypes
 import os
@@ -243,14 +244,15 @@ def cmd_submit(args) -> int:
         print(f"interrupted: job {job['id']} is sealed and goes on; run the same command "
               "again to wait for it and write the CSV", file=sys.stderr)
         return 130
-    rows = result_rows(client, job["id"], PathMap(files)) + state.refused_rows()
-    write_csv(args.out, rows)
+    # Streamed: a page of results at a time from the API to the file, whatever the job's size.
+    written = write_csv(args.out, itertools.chain(
+        result_rows(client, job["id"], PathMap(files)), state.refused_rows()))
     state.remove()
     print(summary(job, time.monotonic() - started))
     if state.refused:
         print(f"  {len(state.refused)} file(s) refused by the server, not sent: "
               "see the error column")
-    print(f"wrote {len(rows)} results to {args.out}")
+    print(f"wrote {written} results to {args.out}")
     return 0 if job["status"] == "succeeded" else 1
 
 
@@ -456,12 +458,12 @@ def wait(client, job: dict) -> dict:
             job = client.get_job(job["id"])
 
 
-def result_rows(client, job_id: str, paths: PathMap) -> list[dict]:
-    """One CSV row per result item, in upload order, keyed by the local path."""
-    rows = []
+def result_rows(client, job_id: str, paths: PathMap) -> Iterator[dict]:
+    """One CSV row per result item, in upload order, keyed by the local path; a page of
+    results is fetched as the rows before it are consumed."""
     for item in client.iter_results(job_id):
         confidence = item.get("confidence")
-        rows.append({
+        yield {
             "path": paths.local_path(item["filename"]),
             "digit": "" if item.get("digit") is None else item["digit"],
             "confidence": "" if confidence is None else f"{confidence:.4f}",
@@ -469,19 +471,23 @@ def result_rows(client, job_id: str, paths: PathMap) -> list[dict]:
             "error": item.get("error") or "",
             "needs_review": "true" if item.get("needs_review") else "false",  # as the API's CSV
             "text": item.get("text") or "",
-        })
-    return rows
+        }
 
 
-def write_csv(out: Path, rows: list[dict]) -> None:
+def write_csv(out: Path, rows: Iterable[dict]) -> int:
+    """Write the rows as they come; returns how many."""
+    count = 0
     try:
         with out.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
             writer.writeheader()
-            # Paths and errors are text a spreadsheet must not run (shared/csvsafe.py).
-            writer.writerows({k: csvsafe.cell(v) for k, v in r.items()} for r in rows)
+            for r in rows:
+                # Paths and errors are text a spreadsheet must not run (shared/csvsafe.py).
+                writer.writerow({k: csvsafe.cell(v) for k, v in r.items()})
+                count += 1
     except OSError as exc:
         raise UserError(f"cannot write {out}: {exc.strerror}") from None
+    return count
 
 
 def summary(job: dict, elapsed_s: float) -> str:

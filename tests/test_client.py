@@ -305,7 +305,7 @@ def test_uploads_in_several_requests_make_one_job(live_stack, tmp_path):
     job = wait(client, upload(client, files, max_files=3))  # three requests: 3 + 3 + 2
 
     assert job["status"] == "succeeded" and job["counts"]["total"] == 8
-    rows = result_rows(client, job["id"], PathMap(files))
+    rows = list(result_rows(client, job["id"], PathMap(files)))
     assert sorted(row["path"] for row in rows) == sorted(expected)
 
 
