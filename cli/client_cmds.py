@@ -19,7 +19,7 @@ import sys
 import time
 import warnings
 import zipfile
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,7 +100,7 @@ def _default_server() -> str:
 # --- finding the files ------------------------------------------------------------
 
 
-@dataclass
+@dataclass(slots=True)  # one per file: a folder of 100,000 scans is as many of these
 class LocalFile:
     """One file to upload: where it is here, and the name the server stores it under."""
 
@@ -186,20 +186,36 @@ class PathMap:
     keeps a queue of local paths and results, read in id order, take them in turn."""
 
     def __init__(self, files: Iterable[LocalFile]) -> None:
-        self._paths: dict[str, deque[str]] = defaultdict(deque)
+        # A name's one path as a string; a queue only for names that repeat (a deque a
+        # file was most of the client's memory on a 100,000-image job).
+        self._paths: dict[str, str | deque[str]] = {}
         for file in files:
             if file.is_zip:
                 for member in file.members:
                     local = f"{file.path.as_posix()}/{member}"
                     # Whether the server prefixes the archive's name or not, find it.
-                    self._paths[member].append(local)
-                    self._paths[f"{file.name}/{member}"].append(local)
+                    self._add(member, local)
+                    self._add(f"{file.name}/{member}", local)
             else:
-                self._paths[file.name].append(file.path.as_posix())
+                self._add(file.name, file.path.as_posix())
+
+    def _add(self, name: str, local: str) -> None:
+        found = self._paths.get(name)
+        if found is None:
+            self._paths[name] = local
+        elif isinstance(found, deque):
+            found.append(local)
+        else:
+            self._paths[name] = deque((found, local))
 
     def local_path(self, filename: str) -> str:
-        queue = self._paths.get(filename)
-        return queue.popleft() if queue else filename
+        found = self._paths.get(filename)
+        if isinstance(found, deque):
+            return found.popleft() if found else filename
+        if found is None:
+            return filename
+        del self._paths[filename]  # taken: a second result of this name has no path here
+        return found
 
 
 # --- the commands -----------------------------------------------------------------

@@ -149,9 +149,9 @@ def _lane_worker(args) -> int:
     from shared.settings import get_settings
 
     processes = args.concurrency or get_settings().lane_processes
-    cores = os.cpu_count() or 1
-    # Each lane process runs its own batches: one torch thread each unless told.
-    os.environ.setdefault("DIGITS_TORCH_THREADS", str(max(1, cores // (2 * processes))))
+    # Each lane process runs its own batches, on one model thread unless told (a second
+    # thread waits on the API's share of the cores: see _bulk_worker).
+    os.environ.setdefault("DIGITS_TORCH_THREADS", "1")
     get_settings.cache_clear()
     folder = metricsdir.prepare("interactive")  # before anything imports prometheus_client
     logs.configure(get_settings().log_format, args.loglevel)
@@ -169,8 +169,10 @@ def _bulk_worker(args) -> int:
     cores = os.cpu_count() or 1
     concurrency = args.concurrency or cores
     if args.pool == "prefork":
-        # Give each pool process its share of the cores, not all of them each.
-        os.environ.setdefault("DIGITS_TORCH_THREADS", str(max(1, cores // concurrency)))
+        # One model thread a process: processes, not threads, are the unit to scale by.
+        # Measured on 2 busy cores, a second thread made a batch 2-4x slower (it waits
+        # for whichever thread the API or another process has just preempted).
+        os.environ.setdefault("DIGITS_TORCH_THREADS", "1")
     get_settings.cache_clear()
     from shared import logs, metricsdir
 
