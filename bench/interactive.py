@@ -7,7 +7,8 @@ closed-loop client (bench/loadgen.py):
 
 - `digits up` with its defaults: POST /api/v1/predict;
 - the plain design (bench/plain_app.py): gunicorn, 2 sync workers, the model in each
-  process on one torch thread, the same decoding, normalisation and verdict.
+  process on one torch thread (fp32, as specified for the baseline; once more on the
+  workers' int8 runtime, reported beside), the same decoding, normalisation, verdict.
 
 Rounds alternate (lane, plain, lane, plain, ...) because this machine drifts by tens
 of percent from minute to minute; a ratio is taken within a round pair and the median
@@ -60,13 +61,14 @@ def start_stack(tmp: Path, **extra: str) -> tuple[subprocess.Popen, str]:
     return proc, url
 
 
-def start_plain(tmp: Path) -> tuple[subprocess.Popen, str]:
+def start_plain(tmp: Path, runtime: str = "torch") -> tuple[subprocess.Popen, str]:
     port = free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "bench.plain_app:create_app()",
                              "--workers", "2", "--worker-class", "sync", "--bind",
                              f"127.0.0.1:{port}", "--log-level", "warning"],
-                            cwd=ROOT, env=clean_env(tmp, DIGITS_TORCH_THREADS="1"),
+                            cwd=ROOT, env=clean_env(tmp, DIGITS_TORCH_THREADS="1",
+                                                   DIGITS_RUNTIME=runtime),
                             stdout=(tmp / "plain.log").open("wb"), stderr=subprocess.STDOUT,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -155,6 +157,13 @@ def measure(images: int, rounds: int, bulk_images: int) -> dict:
                         print(f"round {r + 1} {name:<6}{clients:>3} clients: {figures}",
                               flush=True)
             stop(plain_proc)
+            # The plain design on the workers' int8 runtime too, for comparison.
+            int8_proc, int8_url = start_plain(tmp / "plain-int8", "auto")
+            try:
+                plain_int8 = load(int8_url + "/predict", bodies, labels, 32)
+            finally:
+                stop(int8_proc)
+            print(f"plain design on the int8 runtime, 32 clients: {plain_int8}", flush=True)
             keyed = with_keys(tmp, lane, bodies, labels, rounds)
             print(f"with API keys: {keyed}", flush=True)
             one = load(lane + "/api/v1/predict", bodies[:2000], labels, 1)
@@ -166,7 +175,7 @@ def measure(images: int, rounds: int, bulk_images: int) -> dict:
         finally:
             stop(plain_proc)
             stop(lane_proc)
-    return {**summarise(runs, one, bulk), "keyed": keyed}
+    return {**summarise(runs, one, bulk), "keyed": keyed, "plain_int8": plain_int8}
 
 
 def with_keys(tmp: Path, open_url: str, bodies: list[bytes], labels: list[int],
@@ -219,6 +228,9 @@ def report(figures: dict) -> dict:
               f"{f['lane_p99_ms']:>9.1f}{f['plain_images_per_s']:>16,.0f}"
               f"{f['plain_p99_ms']:>9.1f}{f['ratio']:>6.2f}x")
     one, bulk = figures["one_client"], figures["beside_bulk"]
+    print(f"plain design on the int8 runtime, 32 clients: "
+          f"{figures['plain_int8']['images_per_s']:,.0f} images/s, p99 "
+          f"{figures['plain_int8']['p99_ms']:.1f} ms")
     print(f"one client: p50 {one['p50_ms']:.1f} ms, p99 {one['p99_ms']:.1f} ms")
     print(f"32 clients with API keys on: {figures['keyed']['keyed_over_open']:.2f}x the open "
           f"stack (rounds {figures['keyed']['ratios']})")
@@ -235,7 +247,8 @@ def report(figures: dict) -> dict:
             "predict_p99_ms_beside_bulk": bulk["predict_p99_ms_beside_bulk"],
             "bulk_beside_predict_over_solo": round(bulk["bulk_shared_images_per_s"]
                                                    / bulk["bulk_solo_images_per_s"], 2),
-            "predict_keyed_over_open": figures["keyed"]["keyed_over_open"]}
+            "predict_keyed_over_open": figures["keyed"]["keyed_over_open"],
+            "predict_baseline_int8_images_per_s": figures["plain_int8"]["images_per_s"]}
 
 
 def main() -> None:

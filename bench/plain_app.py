@@ -1,6 +1,7 @@
 """The plain design, as a baseline for the interactive lane: Flask under gunicorn's
-sync workers, the model in each process (torch threads 1), one image per request
-through the same decoding, normalisation, model and verdict as a worker.
+sync workers, the model in each process (one thread; torch fp32 as the issue that
+asked for it specified, or DIGITS_RUNTIME's), one image per request through the same
+decoding, normalisation, model and verdict as a worker.
 
     gunicorn -w 2 -k sync 'bench.plain_app:create_app()'
 """
@@ -26,7 +27,8 @@ def create_app() -> Flask:
     def predict():
         # Built on first use, after gunicorn's fork, as a model server would.
         if "model" not in holder:
-            holder["model"] = Predictor(settings.model_path, "cpu", settings.max_batch_size, 1)
+            holder["model"] = Predictor(settings.model_path, "cpu", settings.max_batch_size, 1,
+                                        settings.runtime)
         predictor = holder["model"]
         outcome = processing.classify([request.get_data()], predictor)[0]
         return jsonify({**outcome.as_dict(), "model_version": predictor.version})
