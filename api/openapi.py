@@ -113,11 +113,13 @@ SCHEMAS = {
             "object": {"const": "prediction"},
             "status": {"enum": ["done", "no_digit"]},
             "digit": {"type": ["integer", "null"], "minimum": 0, "maximum": 9},
-            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            "confidence": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
             "probabilities": PROBS,
             "needs_review": {"type": "boolean"},
             "error": NULLABLE_STR,
             "model_version": {"type": "string"},
+            "text": TEXT,
+            "digits": STRING_DIGITS,
         },
     },
     "PredictionList": {
@@ -140,6 +142,8 @@ SCHEMAS = {
                     "needs_review": {"type": "boolean"},
                     "error": NULLABLE_STR,
                     "model_version": NULLABLE_STR,
+                    "text": TEXT,
+                    "digits": STRING_DIGITS,
                 }}},
         },
     },
@@ -341,10 +345,12 @@ PATHS = {
                            "DIGITS_PREDICT_MAX_IMAGES (64) `images` parts answer a "
                            "PredictionList, each image alone. Answered by a lane worker "
                            "while the caller waits; never behind bulk jobs.",
+            "parameters": [{"name": "mode", "in": "query", "schema": MODE}],
             "requestBody": {"content": {
                 "multipart/form-data": {"schema": {"type": "object", "properties": {
                     "image": BINARY,
-                    "images": {"type": "array", "items": BINARY, "maxItems": 64}}}},
+                    "images": {"type": "array", "items": BINARY, "maxItems": 64},
+                    "mode": MODE}}},
                 "image/*": {"schema": BINARY}}},
             "responses": {"200": {"description": "The prediction, or one per image sent as "
                                                  "`images`",
@@ -352,7 +358,8 @@ PATHS = {
                                       {"$ref": "#/components/schemas/Prediction"},
                                       {"$ref": "#/components/schemas/PredictionList"}]}}}},
                           "400": _resp("Several images without `images`, or too many "
-                                       "(one_image, too_many_images)", "Error"),
+                                       "(one_image, too_many_images), or an unknown mode "
+                                       "(bad_mode)", "Error"),
                           "401": UNAUTHORIZED,
                           "413": _resp("Too large", "Error"),
                           "422": _resp("Not a usable image", "Error"),

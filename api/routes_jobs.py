@@ -49,7 +49,7 @@ def _flag(name: str) -> bool | None:
     raise ApiError(400, "bad_parameter", f"{name} must be true or false")
 
 
-def _mode() -> str:
+def request_mode() -> str:
     """mode=digit (each image one digit, the default) or mode=string (a field of digits
     read whole), from the query or the form."""
     value = request.args.get("mode") or request.form.get("mode") or JobMode.DIGIT
@@ -76,7 +76,7 @@ def create_job():
     limits.check_pending(auth.owner(), _queued(uploads))
     job_id, created = svc.create_job(_celery(), auth.owner(), uploads, bool(_flag("open")),
                                      key[:200] if key else None,
-                                     current_app.config.get("MODEL_VERSION"), _mode())
+                                     current_app.config.get("MODEL_VERSION"), request_mode())
     body = _job_body(job_id)
     headers = {"Location": body["links"]["self"]}
     if not created:

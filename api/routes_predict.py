@@ -1,5 +1,6 @@
 """POST /api/v1/predict: one image (a file part `image` or a raw body), or up to
-DIGITS_PREDICT_MAX_IMAGES as `images` parts, answered synchronously through the
+DIGITS_PREDICT_MAX_IMAGES as `images` parts, each a digit or, with mode=string, a field
+of digits read whole, answered synchronously through the
 interactive lane (shared.lane), which its own workers serve, so it never waits behind
 bulk work. In the several-image form each image is answered alone: one that is not
 usable fails with its error, the others are classified."""
@@ -14,6 +15,7 @@ from limits import parse_many
 
 from api import auth
 from api.errors import ApiError
+from api.routes_jobs import request_mode
 from api.uploads import Upload, check
 from shared import lane, logs
 from shared.celery_app import DEFAULT_REDIS_URL
@@ -79,11 +81,12 @@ def predict():
         raise _unusable(uploads[0].error)
     usable = [u for u in uploads if u.status != ItemStatus.FAILED]
     caller = auth.principal()
+    mode = request_mode()
     try:
         answers = iter(_lane().ask_many(
             [u.content for u in usable], logs.REQUEST_ID.get() or logs.new_request_id(),
             # Calls with a key count against the account's predict rate, an image each.
-            caller.account if caller.key_id else None, _rates()) if usable else [])
+            caller.account if caller.key_id else None, _rates(), mode) if usable else [])
     except lane.RateLimited as exc:
         raise ApiError(429, "rate_limited",
                        f"account {caller.account!r} is past its limit of "

@@ -75,17 +75,18 @@ class Request:
     deadline: float  # time.time() after which nobody waits for the answer
     request_id: str
     image: bytes
+    mode: str = "digit"  # or "string": a field of digits read whole
 
 
 def encode(request: Request) -> bytes:
-    head = f"{request.reply_key} {request.deadline:.3f} {request.request_id}\n"
+    head = f"{request.reply_key} {request.deadline:.3f} {request.mode} {request.request_id}\n"
     return head.encode() + request.image
 
 
 def decode(raw: bytes) -> Request:
     head, _, image = raw.partition(b"\n")
-    reply_key, deadline, request_id = head.decode().split(" ", 2)
-    return Request(reply_key, float(deadline), request_id, image)
+    reply_key, deadline, mode, request_id = head.decode().split(" ", 3)
+    return Request(reply_key, float(deadline), request_id, image, mode)
 
 
 class Lane:
@@ -108,19 +109,19 @@ class Lane:
         return own
 
     def ask(self, image: bytes, request_id: str, account: str | None = None,
-            limits: list[tuple[int, int]] = ()) -> dict:
+            limits: list[tuple[int, int]] = (), mode: str = "digit") -> dict:
         """The answer for one image. With `account`, the call counts against each
         (amount, window seconds) of `limits` for it."""
-        return self.ask_many([image], request_id, account, limits)[0]
+        return self.ask_many([image], request_id, account, limits, mode)[0]
 
     def ask_many(self, images: list[bytes], request_id: str, account: str | None = None,
-                 limits: list[tuple[int, int]] = ()) -> list[dict]:
+                 limits: list[tuple[int, int]] = (), mode: str = "digit") -> list[dict]:
         """The answers for several images, in order: all queued in one round trip (each
         counted), so that one lane batch usually takes them together; all or none."""
         client = self._own()
         deadline = time.time() + self.timeout_s
         keys = [REPLY_PREFIX + uuid.uuid4().hex for _ in images]
-        raws = [encode(Request(key, deadline, request_id, image))
+        raws = [encode(Request(key, deadline, request_id, image, mode))
                 for key, image in zip(keys, images, strict=True)]
         counted = [v for pair in limits for v in pair] if account else []
         prefix = f"{RATE_PREFIX}{account}:" if counted else ""

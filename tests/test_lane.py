@@ -155,3 +155,23 @@ def test_a_few_images_in_one_call_are_answered_in_order(lane_app, lane_worker):
         (io.BytesIO(digits[0][1]), f"{i}.png") for i in range(65)]},
         content_type="multipart/form-data")
     assert too_many.status_code == 400 and too_many.json["error"]["code"] == "too_many_images"
+
+
+def test_a_field_of_digits_is_read_whole_with_mode_string(lane_app, lane_worker, data_dir):
+    from training.strings import generated_strings
+    from worker.strings import read_strings
+
+    made = generated_strings(data_dir, seed=5, mix={3: 4})
+    client = lane_app.test_client()
+    one = client.post("/api/v1/predict?mode=string", data=made.blobs[0],
+                      content_type="image/png")
+    assert one.status_code == 200, one.json
+    expected = read_strings(made.blobs)  # the worker's own reading, in process
+    assert one.json["text"] == expected[0]["text"] and len(one.json["digits"]) == 3
+    assert one.json["digit"] is None and one.json["probabilities"] is None
+    many = client.post("/api/v1/predict", data={"mode": "string", "images": [
+        (io.BytesIO(b), n) for n, b in zip(made.files, made.blobs, strict=True)]},
+        content_type="multipart/form-data")
+    assert [d["text"] for d in many.json["data"]] == [e["text"] for e in expected]
+    bad = client.post("/api/v1/predict?mode=words", data=made.blobs[0], content_type="image/png")
+    assert bad.status_code == 400 and bad.json["error"]["code"] == "bad_mode"
