@@ -1,9 +1,9 @@
 // The draw page: a canvas drawn on with pointer events (mouse, pen, touch), sent as a PNG
 // to POST /api/v1/predict; the answer is shown as a digit, a confidence and ten bars.
-// "A short number" widens the pad and reads the drawing whole: a one-image job with
-// mode=string, polled until its worker has read it.
+// "A short number" widens the pad and reads the drawing whole: /predict with
+// mode=string, answered by the interactive lane like a digit.
 
-import { ApiError, FINAL, describe, getJSON, percent, postForm, showError } from "./api.js";
+import { ApiError, describe, percent, postForm, showError } from "./api.js";
 
 const canvas = document.getElementById("pad");
 const ctx = canvas.getContext("2d");
@@ -131,20 +131,12 @@ function show(prediction) {
   renderBars(prediction.probabilities, found ? prediction.digit : -1);
 }
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-// A number: a job of one image in string mode, its one result once it is read.
+// A number: the same lane as a digit, read whole by the string model.
 async function readNumber(blob) {
   const form = new FormData();
   form.append("mode", "string");
-  form.append("files", blob, "drawing.png");
-  let job = await postForm("/api/v1/jobs", form);
-  for (let wait = 100; !FINAL.includes(job.status); wait = Math.min(wait * 1.5, 1000)) {
-    await sleep(wait);
-    job = await getJSON(`/api/v1/jobs/${job.id}`);
-  }
-  const page = await getJSON(`/api/v1/jobs/${job.id}/results?limit=1`);
-  return page.data[0];
+  form.append("image", blob, "drawing.png");
+  return postForm("/api/v1/predict", form);
 }
 
 function showNumber(item) {
