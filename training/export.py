@@ -24,12 +24,12 @@ from shared.mnist import load_split
 
 CALIBRATION_DIGITS = 2000
 OPSET = 17
-# The convolutions only, but the first: the three others are 95 % of the multiply-adds.
-# The first (one input channel, the pixels themselves) and the dense layers, which make
-# the logits that the verdict's confidence and no-digit rules read, stay float: on the
-# real sets' test parts that halved the answers that differ from torch's (4 of 1,941 to
-# 2) for about a quarter of the int8 speed-up.
-QUANTISED = ["Conv"]
+# Every layer but the first convolution (one input channel, the pixels themselves):
+# quantising it too changed 4 of 1,941 real test digits instead of 2. Keeping the
+# dense layers float as well was 27 % slower for no digit fewer changed (9,100 against
+# 12,500 images/s on one thread; 2 of 10,000 MNIST test digits either way); the fp32
+# re-check of unsure images (worker/inference.py) keeps the verdicts torch's.
+QUANTISED = None  # all operator types onnxruntime quantises
 
 
 def calibration_pixels(data_dir: Path, real_dir: Path | None, n: int = CALIBRATION_DIGITS,
