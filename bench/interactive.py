@@ -86,9 +86,9 @@ def check_digits(labels: list[int], wrong: list[int]):
 
 
 def load(url: str, bodies: list[bytes], labels: list[int], clients: int,
-         warmup: int = 200) -> dict:
+         warmup: int = 200, headers: dict[str, str] | None = None) -> dict:
     wrong: list[int] = []
-    result = loadgen.run(url, loadgen.build_requests(url, bodies), clients, warmup,
+    result = loadgen.run(url, loadgen.build_requests(url, bodies, headers), clients, warmup,
                          check=check_digits(labels, wrong))
     summary = result.summary()
     if summary["statuses"] != {"200": result.requests}:  # a figure of errors means nothing
@@ -190,12 +190,9 @@ def with_keys(tmp: Path, open_url: str, bodies: list[bytes], labels: list[int],
         header = {"Authorization": f"Bearer {key}"}
         ratios = []
         for _ in range(rounds):
-            plain = loadgen.run(open_url + "/api/v1/predict", loadgen.build_requests(
-                open_url + "/api/v1/predict", bodies), 32).summary()
-            keyed = loadgen.run(url + "/api/v1/predict", loadgen.build_requests(
-                url + "/api/v1/predict", bodies, header), 32).summary()
-            assert keyed["statuses"] == {"200": len(bodies)}, keyed["statuses"]
-            ratios.append(keyed["images_per_s"] / plain["images_per_s"])
+            open_ = load(open_url + "/api/v1/predict", bodies, labels, 32)
+            keyed = load(url + "/api/v1/predict", bodies, labels, 32, headers=header)
+            ratios.append(keyed["images_per_s"] / open_["images_per_s"])
     finally:
         stop(proc)
     return {"keyed_over_open": round(statistics.median(ratios), 2),

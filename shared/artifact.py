@@ -64,8 +64,13 @@ def save(model: DigitCNN, weights: Path, **info: Any) -> dict[str, Any]:
         "weights_file": weights.name,
         "weights_sha256": sha256_file(weights),
     }
-    metadata_path(weights).write_text(json.dumps(meta, indent=2) + "\n")
+    write_metadata(weights, meta)
     return meta
+
+
+def write_metadata(weights: Path, meta: dict[str, Any]) -> None:
+    """The JSON beside the weights (save, calibration and exports all write it so)."""
+    metadata_path(Path(weights)).write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def read_metadata(weights: Path) -> dict[str, Any]:

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import redis
 
+from shared.models import JobMode
+
 REQUESTS_KEY = "digits:lane:requests"
 REPLY_PREFIX = "digits:lane:reply:"
 # An answer nobody collected (its caller gave up a moment before) goes after this.
@@ -75,7 +77,7 @@ class Request:
     deadline: float  # time.time() after which nobody waits for the answer
     request_id: str
     image: bytes
-    mode: str = "digit"  # or "string": a field of digits read whole
+    mode: str = JobMode.DIGIT  # or JobMode.STRING: a field of digits read whole
 
 
 def encode(request: Request) -> bytes:
@@ -90,7 +92,7 @@ def decode(raw: bytes) -> Request:
 
 
 class Lane:
-    """The API's side: send one image, wait for its answer."""
+    """The API's side: send images, wait for their answers."""
 
     def __init__(self, client, max_waiting: int, timeout_s: float) -> None:
         self.client = client
@@ -108,16 +110,11 @@ class Lane:
                 connection_pool=self.client.connection_pool, single_connection_client=True)
         return own
 
-    def ask(self, image: bytes, request_id: str, account: str | None = None,
-            limits: list[tuple[int, int]] = (), mode: str = "digit") -> dict:
-        """The answer for one image. With `account`, the call counts against each
-        (amount, window seconds) of `limits` for it."""
-        return self.ask_many([image], request_id, account, limits, mode)[0]
-
     def ask_many(self, images: list[bytes], request_id: str, account: str | None = None,
-                 limits: list[tuple[int, int]] = (), mode: str = "digit") -> list[dict]:
-        """The answers for several images, in order: all queued in one round trip (each
-        counted), so that one lane batch usually takes them together; all or none."""
+                 limits: list[tuple[int, int]] = (), mode: str = JobMode.DIGIT) -> list[dict]:
+        """The answers for the images, in order: all queued in one round trip, so that
+        one lane batch usually takes them together; all or none. With `account`, each
+        image counts against each (amount, window seconds) of `limits` for it."""
         client = self._own()
         deadline = time.time() + self.timeout_s
         keys = [REPLY_PREFIX + uuid.uuid4().hex for _ in images]

@@ -23,7 +23,6 @@ from shared.artifact import ONNX_INT8
 log = logging.getLogger(__name__)
 
 TORCH = "torch"
-RUNTIMES = ("auto", ONNX_INT8, TORCH)
 
 
 def onnx_file(weights: Path, meta: dict) -> tuple[Path | None, str]:
@@ -49,9 +48,10 @@ def choose(asked: str, device_type: str, weights: Path, meta: dict) -> tuple[str
     Builds nothing, so a worker's main process can announce it before forking."""
     if asked == TORCH:
         return TORCH, None
-    path, why = onnx_file(weights, meta)
     if device_type != "cpu":
         path, why = None, f"the {ONNX_INT8} model is a CPU form and the device is {device_type}"
+    else:
+        path, why = onnx_file(weights, meta)
     if path is None:
         level = logging.WARNING if asked == ONNX_INT8 else logging.INFO
         log.log(level, "DIGITS_RUNTIME=%s: %s; running the model with torch fp32 instead",
@@ -82,9 +82,8 @@ class OnnxModel:
         options = ort.SessionOptions()
         # One worker process, one thread, as torch runs in a prefork child (0: all cores).
         options.intra_op_num_threads = threads
-        # Idle pool threads sleep instead of spinning: beside the API and other workers on
-        # the same cores, spinning threads took the CPU the work needed (one worker with
-        # two threads ran at a quarter of two workers with one).
+        # Idle pool threads sleep instead of spinning, so that with more than one thread a
+        # waiting one does not hold a core the API or another worker needs.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL

@@ -10,7 +10,6 @@ two CPU cores in minutes.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -87,7 +86,7 @@ def save(model: StringNet, meta: dict, weights: Path) -> dict:
                                        "cropped, 28 rows of ink in 32"},
             "torch_version": torch.__version__, "weights_file": weights.name,
             "weights_sha256": artifact.sha256_file(weights)}
-    artifact.metadata_path(weights).write_text(json.dumps(meta, indent=2) + "\n")
+    artifact.write_metadata(weights, meta)
     return meta
 
 

@@ -15,12 +15,11 @@ model metadata beside the weights, where `shared.verdict.judge` reads it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from shared.artifact import metadata_path
+from shared.artifact import read_metadata, write_metadata
 from training.scans import generate_and_prepare, generate_non_digits, predict, prepare_all
 
 CALIBRATION_SEED = 7_301
@@ -164,10 +163,9 @@ def _non_digit_report(t: dict, others, other_conf, kinds) -> dict:
 
 def write(weights: Path, fitted: dict) -> dict:
     """Add the thresholds to the metadata JSON; the weights and their digest are untouched."""
-    path = metadata_path(weights)
-    meta = json.loads(path.read_text())
+    meta = read_metadata(weights)
     report = fitted.pop("report")
     meta.update({k: round(v, 6) for k, v in fitted.items()})
     meta["calibration"] = report
-    path.write_text(json.dumps(meta, indent=2) + "\n")
+    write_metadata(weights, meta)
     return meta

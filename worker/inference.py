@@ -18,7 +18,7 @@ from shared import artifact, metrics
 from shared.artifact_meta import version_label
 from shared.runtime import OnnxModel, choose
 from shared.settings import get_settings
-from shared.verdict import softmax
+from shared.verdict import DEFAULT_REVIEW_THRESHOLD, softmax
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ class Predictor:
         self.onnx = OnnxModel(onnx_path, threads) if onnx_path is not None else None
         self.temperature = float(self.meta.get("temperature", 1.0))
         # Unsure under int8 means within RECHECK_MARGIN of the review threshold.
-        self.recheck_below = min(1.0, float(self.meta.get("review_threshold", 0.9))
+        self.recheck_below = min(1.0, float(self.meta.get("review_threshold",
+                                                          DEFAULT_REVIEW_THRESHOLD))
                                  + RECHECK_MARGIN)
         self.max_batch_size = max_batch_size
         # Results name the runtime too: the int8 model is a form of these weights.
@@ -84,8 +85,8 @@ class Predictor:
     def int8_logits(self, part: np.ndarray) -> np.ndarray:
         """The int8 model's logits, with the unsure images scored again in fp32: where the
         verdict's thresholds cut (no digit, needs review), the answer is torch's, so the
-        runtime moves no rate the calibration set; a confident image keeps its int8
-        answer (the same digit as torch for 99.98 % of MNIST test digits)."""
+        runtime moves none of the rates those thresholds were calibrated for; a confident
+        image keeps its int8 answer."""
         logits = self.onnx.logits(part)
         confidence = softmax(logits, self.temperature).max(1)
         unsure = confidence < self.recheck_below
