@@ -33,7 +33,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.throughput import _ts, bench_e2e, stop, wait_for, write_folder  # noqa: E402
+from bench.throughput import _ts, bench_e2e, role, stop, wait_for, write_folder  # noqa: E402
 from cli.stack import free_port  # noqa: E402
 
 POSTGRES = os.environ.get("DIGITS_BENCH_POSTGRES", "postgresql+psycopg://root@127.0.0.1:5432")
@@ -56,20 +56,26 @@ def postgres_database() -> tuple[str, callable]:
     return f"{POSTGRES}/{name}", drop
 
 
-def curve(images: int, max_workers: int, tmp: Path) -> dict[int, float]:
+def curve(images: int, worker_counts: list[int], tmp: Path, database: str = "postgres",
+          **options) -> dict[int, dict]:
+    """One job of `images` scans per worker count; `options` go to bench_e2e
+    (parallel upload streams, API processes, extra settings)."""
     labels = write_folder(tmp / "scans", images)
-    rates = {}
-    for workers in range(1, max_workers + 1):
-        url, drop = postgres_database()
+    runs = {}
+    for workers in worker_counts:
+        url, drop = postgres_database() if database == "postgres" else (None, lambda: None)
         try:
             run = bench_e2e(tmp / "scans", labels, tmp / f"w{workers}", workers=workers,
-                            DIGITS_DATABASE_URL=url)
+                            **({"DIGITS_DATABASE_URL": url} if url else {}), **options)
         finally:
             drop()
-        rates[workers] = run["images"] / run["first_upload_to_last_result_s"]
-        print(f"{workers} worker process(es): {rates[workers]:,.0f} images/s "
-              f"({run['accuracy']:.2%} right)", flush=True)
-    return rates
+        run["images_per_s"] = run["images"] / run["first_upload_to_last_result_s"]
+        runs[workers] = run
+        cpu = ", ".join(f"{k} {v}" for k, v in sorted(run["cpu_us_per_image"].items()))
+        print(f"{workers} worker process(es): {run['images_per_s']:,.0f} images/s from the "
+              f"first upload to the last result, {run['steady_images_per_s']:,.0f} steady "
+              f"({run['accuracy']:.2%} right); CPU us per image: {cpu}", flush=True)
+    return runs
 
 
 def plot(rates: dict[int, float]) -> None:
@@ -91,22 +97,6 @@ def plot(rates: dict[int, float]) -> None:
     FIGURE.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(FIGURE)
     print(f"wrote {FIGURE}")
-
-
-def _role(proc: psutil.Process) -> str | None:
-    try:
-        line = " ".join(proc.cmdline())
-    except psutil.Error:
-        return None
-    if "gunicorn" in line:
-        return "api"
-    if "--queues bulk" in line:
-        return "bulk worker"
-    if "--queues interactive" in line:
-        return "lane worker"
-    if "cli.main submit" in line:
-        return "client"
-    return None
 
 
 def peak_memory(images: int, tmp: Path) -> dict[str, float]:
@@ -133,13 +123,13 @@ def peak_memory(images: int, tmp: Path) -> dict[str, float]:
                 except psutil.Error:
                     continue
                 for proc in family:
-                    role = _role(proc)
+                    role_ = role(proc)
                     try:
                         rss = proc.memory_info().rss / 2**20
                     except psutil.Error:
                         continue
-                    if role:
-                        peaks[role] = max(peaks.get(role, 0.0), rss)
+                    if role_:
+                        peaks[role_] = max(peaks.get(role_, 0.0), rss)
             done.wait(0.5)
 
     try:
@@ -169,6 +159,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--max-workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", default=None, metavar="W,W,...",
+                        help="the worker counts to run (default 1..--max-workers)")
+    parser.add_argument("--database", choices=["postgres", "sqlite"], default="postgres",
+                        help="postgres: a throw-away database on DIGITS_BENCH_POSTGRES; "
+                             "sqlite: the embedded default")
+    parser.add_argument("--parallel", type=int, default=1,
+                        help="upload streams of the client (digits submit --parallel)")
+    parser.add_argument("--api-processes", type=int, default=None,
+                        help="gunicorn processes of the API (default DIGITS_API_PROCESSES)")
     parser.add_argument("--plot", action="store_true", help=f"draw {FIGURE.name}")
     parser.add_argument("--big", type=int, default=0, metavar="N",
                         help="instead: the peak memory of an N-image job (and of N/10)")
@@ -182,10 +181,18 @@ def main() -> None:
             print(json.dumps({"big_images": args.big, "peak_mib": {
                 k: round(v, 1) for k, v in big.items()}, "growth": growth}))
             return
-        rates = curve(args.images, args.max_workers, tmp)
+        counts = ([int(w) for w in args.workers.split(",")] if args.workers
+                  else list(range(1, args.max_workers + 1)))
+        runs = curve(args.images, counts, tmp, args.database, parallel=args.parallel,
+                     api_processes=args.api_processes)
+    rates = {w: run["images_per_s"] for w, run in runs.items()}
     if args.plot:
         plot(rates)
-    print(json.dumps({"scaling_images_per_s": {str(k): round(v, 1) for k, v in rates.items()}}))
+    print(json.dumps({"scaling_images_per_s": {str(k): round(v, 1) for k, v in rates.items()},
+                      "steady_images_per_s": {str(k): round(run["steady_images_per_s"], 1)
+                                              for k, run in runs.items()},
+                      "cpu_us_per_image": {str(k): run["cpu_us_per_image"]
+                                           for k, run in runs.items()}}))
 
 
 if __name__ == "__main__":

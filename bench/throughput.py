@@ -137,13 +137,18 @@ def warm_up(url: str, folder: Path, workers: int) -> None:
 
 
 def bench_e2e(folder: Path, labels: list[int], tmp: Path, workers: int = 2,
-              runtime: str = "auto", **extra_env: str) -> dict:
+              runtime: str = "auto", parallel: int = 1, api_processes: int | None = None,
+              **extra_env: str) -> dict:
+    """One job of the folder's PNGs through `digits submit --parallel` to `digits up`:
+    its rates, and the CPU that each kind of process spent on it, per image."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DIGITS_REDIS_URL",
                                                           "DIGITS_DATABASE_URL")}
     tmp.mkdir(parents=True, exist_ok=True)
     env.update(DIGITS_STATE_DIR=str(tmp / "e2e-state"), PYTHONUNBUFFERED="1",
                DIGITS_RUNTIME=runtime, **extra_env)
+    if api_processes:
+        env["DIGITS_API_PROCESSES"] = str(api_processes)
     log = (tmp / "e2e-stack.log").open("wb")
     stack = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--workers", str(workers),
                               "--port", str(port)], cwd=ROOT, env=env, stdout=log,
@@ -153,22 +158,89 @@ def bench_e2e(folder: Path, labels: list[int], tmp: Path, workers: int = 2,
         wait_for(lambda: requests.get(url + "/readyz", timeout=2).ok, 120, "the stack")
         warm_up(url, folder, workers)
         out = tmp / "results.csv"
+        before = cpu_seconds(stack.pid)
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "cli.main", "submit", str(folder), "--server", url,
-                        "--out", str(out)], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        client = subprocess.Popen([sys.executable, "-m", "cli.main", "submit", str(folder),
+                                   "--server", url, "--out", str(out),
+                                   "--parallel", str(parallel)],
+                                  cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(client.pid, 0)
         wall = time.perf_counter() - start
+        if status:
+            raise SystemExit(f"bench: digits submit failed ({status})")
+        spent = cpu_seconds(stack.pid, before)
+        spent["client"] = usage.ru_utime + usage.ru_stime
         jobs = requests.get(url + "/api/v1/jobs", params={"limit": 1}, timeout=10).json()
         job = jobs["data"][0]
+        steady = steady_rate(env.get("DIGITS_DATABASE_URL")
+                             or f"sqlite:///{tmp / 'e2e-state' / 'digits.db'}", job["id"])
     finally:
         stop(stack)
     rows = out.read_text().strip().splitlines()[1:]
-    correct = sum(int(r.split(",")[1] or -1) == labels[int(Path(r.split(",")[0]).stem[:5])]
+    correct = sum(int(r.split(",")[1] or -1) == labels[int(Path(r.split(",")[0]).stem
+                                                           .split("_")[0])]
                   for r in rows)
     return {"images": len(rows), "accuracy": correct / len(labels), "client_wall_s": wall,
             # From the job's creation (the server has the first upload) to the last result
             # stored, both stamped by the server: the client's start-up and its walk of the
             # folder come before the first upload, its CSV after the last result.
-            "first_upload_to_last_result_s": _ts(job["finished_at"]) - _ts(job["created_at"])}
+            "first_upload_to_last_result_s": _ts(job["finished_at"]) - _ts(job["created_at"]),
+            "steady_images_per_s": steady,
+            "cpu_us_per_image": {role: round(s / len(rows) * 1e6) for role, s in spent.items()}}
+
+
+def role(proc) -> str | None:
+    """What a process of the stack (or its client) is, from its command line."""
+    import psutil
+
+    try:
+        line = " ".join(proc.cmdline())
+    except psutil.Error:
+        return None
+    for needle, name in (("gunicorn", "api"), ("--queues bulk", "bulk worker"),
+                         ("--queues interactive", "lane worker"), ("cli.main submit", "client"),
+                         ("redis-server", "redis"), ("cli.main reconcile", "reconciler")):
+        if needle in line:
+            return name
+    return None
+
+
+def cpu_seconds(root: int, since: dict | None = None) -> dict:
+    """CPU seconds (user + system) of each process under `root`, by pid; with `since`
+    (an earlier answer), what each kind of process spent after it, by role."""
+    import psutil
+
+    now = {}
+    for proc in [psutil.Process(root), *psutil.Process(root).children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+            now[proc.pid] = (role(proc), times.user + times.system)
+        except psutil.Error:
+            continue
+    if since is None:
+        return now
+    spent: dict[str, float] = {}
+    for pid, (name, seconds) in now.items():
+        if name:
+            spent[name] = spent.get(name, 0.0) + seconds - since.get(pid, (name, 0.0))[1]
+    return spent
+
+
+def steady_rate(database_url: str, job_id: str) -> float:
+    """Images/s between the 10th and the 90th percentile of the job's result times: the
+    pace once every process is busy, without the first chunks' start or the last's tail."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        times = [row[0] for row in conn.execute(text(
+            "SELECT finished_at FROM items WHERE job_id = :id AND finished_at IS NOT NULL "
+            "ORDER BY finished_at"), {"id": job_id})]
+    engine.dispose()
+    if len(times) < 10:
+        return float("nan")
+    first, last = (_ts(str(times[int(len(times) * q)]).replace(" ", "T")) for q in (0.1, 0.9))
+    return (int(len(times) * 0.9) - int(len(times) * 0.1)) / max(last - first, 1e-9)
 
 
 def _ts(value: str) -> float:

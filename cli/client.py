@@ -71,6 +71,12 @@ class Client:
         if api_key:
             self.session.headers["Authorization"] = f"Bearer {api_key}"
 
+    def fork(self) -> Client:
+        """A client like this one with its own connection pool, for another thread."""
+        other = Client(self.server, self.timeout, self.retry_s / 60, self.quiet)
+        other.session.headers.update(self.session.headers)
+        return other
+
     # --- jobs -------------------------------------------------------------------
 
     def create_job(self, files: Sequence[Upload], open_: bool = True,

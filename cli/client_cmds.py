@@ -16,6 +16,7 @@ import json
 import mimetypes
 import os
 import sys
+import threading
 import time
 import warnings
 import zipfile
@@ -63,6 +64,9 @@ def register(sub) -> None:
     p.add_argument("--retry-minutes", type=float, default=None,
                    help="how long to keep retrying one request through connection errors, "
                         "429 and 5xx (env DIGITS_CLIENT_RETRY_MINUTES, default 10)")
+    p.add_argument("--parallel", type=int, default=1, metavar="K",
+                   help="upload streams: K batches in flight at once, for a server with "
+                        "several API processes (default 1)")
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("status", help="a job's status and counts; without a job id, the "
@@ -199,6 +203,17 @@ class PathMap:
             else:
                 self._add(file.name, file.path.as_posix())
 
+    @staticmethod
+    def has_repeats(files: Iterable[LocalFile]) -> bool:
+        """Whether two of the files (or zip members) would reach the server by one name."""
+        seen: set[str] = set()
+        for file in files:
+            for name in (file.members if file.is_zip else [file.name]):
+                if name in seen:
+                    return True
+                seen.add(name)
+        return False
+
     def _add(self, name: str, local: str) -> None:
         found = self._paths.get(name)
         if found is None:
@@ -235,7 +250,7 @@ def cmd_submit(args) -> int:
     started = time.monotonic()
     state = SubmitState.load_or_new(state_path(args.out), args.server, files, args.resume)
     try:
-        job = upload(client, files, state=state, mode=args.mode)
+        job = upload(client, files, state=state, mode=args.mode, parallel=args.parallel)
     except KeyboardInterrupt:
         print(f"interrupted: job {state.job_id or '(not created yet)'} is left open; "
               "run the same command again to carry on", file=sys.stderr)
@@ -301,6 +316,8 @@ class SubmitState:
     sent: set[str] = field(default_factory=set)  # keys of the batches acknowledged
     refused: dict[str, str] = field(default_factory=dict)  # local path -> why refused
     sealed: bool = False
+    # Upload streams (--parallel) write down their batches one at a time.
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
     def load_or_new(cls, path: Path | None, server: str, files: list[LocalFile],
@@ -356,11 +373,11 @@ def batch_key(job_id: str, batch: list[LocalFile]) -> str:
 
 def upload(client, files: list[LocalFile], max_files: int = CHUNK_FILES,
            max_bytes: int = CHUNK_BYTES, state: SubmitState | None = None,
-           mode: str = "digit") -> dict:
-    """Create one open job, add the files batch by batch, then seal it; each step is
-    written down in `state` as it is acknowledged, so that a rerun carries on. A batch
-    the server refuses as bad (400) or too big (413) is split until the files to blame
-    are found; those fail alone, the job goes on."""
+           mode: str = "digit", parallel: int = 1) -> dict:
+    """Create one open job, add the files batch by batch (`parallel` batches in flight),
+    then seal it; each step is written down in `state` as it is acknowledged, so that a
+    rerun carries on. A batch the server refuses as bad (400) or too big (413) is split
+    until the files to blame are found; those fail alone, the job goes on."""
     from tqdm import tqdm
 
     if state is None:
@@ -375,15 +392,47 @@ def upload(client, files: list[LocalFile], max_files: int = CHUNK_FILES,
     if state.sealed:
         return client.get_job(state.job_id)
     batches = list(chunked(files, max_files, max_bytes))
+    todo = [b for b in batches if batch_key(state.job_id, b) not in state.sent]
+    if parallel > 1 and PathMap.has_repeats(files):
+        # Results find their local paths by upload order among files of one name, and
+        # batches in flight together land in any order.
+        print("some file names repeat: uploading one batch at a time", file=sys.stderr)
+        parallel = 1
     with tqdm(total=len(files), unit="file", desc="upload", disable=None) as bar:
-        for batch in batches:
-            if batch_key(state.job_id, batch) not in state.sent:
-                _send_batch(client, state, batch)
-            bar.update(len(batch))
+        bar.update(len(files) - sum(len(b) for b in todo))
+        _send_all(client, state, todo, parallel, bar.update)
     job = client.seal(state.job_id)
     state.sealed = True
     state.save()
     return job
+
+
+def _send_all(client, state: SubmitState, batches: list[list[LocalFile]], parallel: int,
+              done) -> None:
+    if parallel <= 1:
+        for batch in batches:
+            _send_batch(client, state, batch)
+            done(len(batch))
+        return
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    local = threading.local()
+
+    def send(batch: list[LocalFile]) -> None:
+        if not hasattr(local, "client"):  # a connection pool of its own per stream
+            local.client = client.fork()
+        _send_batch(local.client, state, batch)
+        done(len(batch))
+
+    pool = ThreadPoolExecutor(parallel, thread_name_prefix="upload")
+    try:
+        futures = [pool.submit(send, batch) for batch in batches]
+        finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in finished:
+            future.result()  # the first failure, if any, as it was raised
+    finally:
+        # On a failure or Ctrl-C the batches not started stay unsent (a rerun sends them).
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def uuid4_hex() -> str:
@@ -407,9 +456,11 @@ def _send_batch(client, state: SubmitState, batch: list[LocalFile]) -> None:
             _send_batch(client, state, batch[:half])
             _send_batch(client, state, batch[half:])
         else:
-            state.refused[batch[0].path.as_posix()] = f"not sent: {exc}"
-    state.sent.add(key)
-    state.save()
+            with state.lock:
+                state.refused[batch[0].path.as_posix()] = f"not sent: {exc}"
+    with state.lock:
+        state.sent.add(key)
+        state.save()
 
 
 @contextlib.contextmanager

@@ -309,6 +309,50 @@ def test_uploads_in_several_requests_make_one_job(live_stack, tmp_path):
     assert sorted(row["path"] for row in rows) == sorted(expected)
 
 
+def test_parallel_upload_streams_make_one_job_with_every_path(live_stack, tmp_path):
+    """--parallel 3 with batches of two: four adds in flight at once land in one job, and
+    every result maps back to its own file and digit."""
+    from cli.client import Client
+    from cli.client_cmds import result_rows, upload, wait
+
+    expected = write_digits(tmp_path, 40, 8)
+    files, _ = collect_files([tmp_path])
+    client = Client(live_stack.url)
+
+    job = wait(client, upload(client, files, max_files=2, parallel=3))
+
+    assert job["status"] == "succeeded" and job["counts"]["total"] == 8
+    rows = list(result_rows(client, job["id"], PathMap(files)))
+    assert {row["path"]: int(row["digit"]) for row in rows} == expected
+
+
+def test_repeated_names_upload_one_batch_at_a_time(tmp_path, capsys, monkeypatch):
+    """Two files of one name map back by upload order, which streams in flight together
+    would not keep: the client says so and sends the batches in turn."""
+    import cli.client_cmds as cmds
+
+    for folder in ("a", "b"):  # two folders named on the command line
+        touch(tmp_path / folder / "same.png")
+    files, _ = collect_files([tmp_path / "a", tmp_path / "b"])
+    streams = []
+    monkeypatch.setattr(cmds, "_send_all", lambda client, state, batches, parallel, done:
+                        streams.append(parallel))
+
+    class Server:  # the two calls around the batches
+        server = "http://example.invalid"
+
+        def create_job(self, *_, **__):
+            return {"id": "job_x"}
+
+        def seal(self, job_id):
+            return {"id": job_id}
+
+    cmds.upload(Server(), files, max_files=1, parallel=4)
+
+    assert PathMap.has_repeats(files) and streams == [1]
+    assert "some file names repeat" in capsys.readouterr().err
+
+
 def test_no_wait_then_status_and_results(live_stack, tmp_path):
     expected = write_digits(tmp_path / "scans", 30, 3)
     images, _ = mnist_digits(1)
