@@ -2,12 +2,17 @@
 of one large job.
 
     .venv/bin/python bench/scaling.py [--images 10000] [--max-workers N] [--plot]
+    .venv/bin/python bench/scaling.py --database sqlite --workers 1,4,8,14 \
+        --clients 3 --parallel 4 --api-processes 6     # a GPU host: bench/gpu_host.sh
     .venv/bin/python bench/scaling.py --big 100000     # the memory of a 100,000-image job
 
 1. The curve: `digits up --workers W` for W = 1..N (default: the host's cores) on a
-   throw-away PostgreSQL database (created on DIGITS_BENCH_POSTGRES, dropped after),
-   the same folder of PNG scans through `digits submit` each time, from the job's
-   creation to its last result. `--plot` draws docs/img/scaling.png.
+   throw-away PostgreSQL database (created on DIGITS_BENCH_POSTGRES, dropped after;
+   `--database sqlite`: the embedded default), the same folder of PNG scans through
+   `digits submit` each time (`--clients` processes, a job each, with `--parallel`
+   upload streams each), from the first job's creation to its last result, the steady
+   rate between, and the CPU each kind of process spent per image. `--plot` draws
+   docs/img/scaling.png.
 2. `--big N`: one N-image job on the default stack (SQLite), with the peak resident
    memory of every process sampled twice a second: the API's, each worker's, the
    client's; and the same for a job a tenth the size, so that growth with the job's
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -57,15 +63,16 @@ def postgres_database() -> tuple[str, callable]:
 
 
 def curve(images: int, worker_counts: list[int], tmp: Path, database: str = "postgres",
-          **options) -> dict[int, dict]:
+          scans: Path | None = None, **options) -> dict[int, dict]:
     """One job of `images` scans per worker count; `options` go to bench_e2e
     (parallel upload streams, API processes, extra settings)."""
-    labels = write_folder(tmp / "scans", images)
+    scans = scans or tmp / "scans"
+    labels = scan_folder(scans, images)
     runs = {}
     for workers in worker_counts:
         url, drop = postgres_database() if database == "postgres" else (None, lambda: None)
         try:
-            run = bench_e2e(tmp / "scans", labels, tmp / f"w{workers}", workers=workers,
+            run = bench_e2e(scans, labels, tmp / f"w{workers}", workers=workers,
                             **({"DIGITS_DATABASE_URL": url} if url else {}), **options)
         finally:
             drop()
@@ -76,6 +83,18 @@ def curve(images: int, worker_counts: list[int], tmp: Path, database: str = "pos
               f"first upload to the last result, {run['steady_images_per_s']:,.0f} steady "
               f"({run['accuracy']:.2%} right); CPU us per image: {cpu}", flush=True)
     return runs
+
+
+def scan_folder(folder: Path, images: int) -> list[int]:
+    """The folder of `images` MNIST test scans, written unless a run left it there."""
+    found = {}
+    for path in folder.glob("*.png") if folder.is_dir() else ():
+        number, label = path.stem.split("_")
+        found[int(number)] = int(label)
+    if sorted(found) == list(range(images)):
+        return [found[i] for i in range(images)]
+    shutil.rmtree(folder, ignore_errors=True)
+    return write_folder(folder, images)
 
 
 def plot(rates: dict[int, float]) -> None:
@@ -166,8 +185,13 @@ def main() -> None:
                              "sqlite: the embedded default")
     parser.add_argument("--parallel", type=int, default=1,
                         help="upload streams of the client (digits submit --parallel)")
+    parser.add_argument("--clients", type=int, default=1,
+                        help="client processes, each a job of its share of the scans")
     parser.add_argument("--api-processes", type=int, default=None,
                         help="gunicorn processes of the API (default DIGITS_API_PROCESSES)")
+    parser.add_argument("--scans", type=Path, default=None,
+                        help="keep the folder of scans here, for the next run (default: a "
+                             "temporary folder)")
     parser.add_argument("--plot", action="store_true", help=f"draw {FIGURE.name}")
     parser.add_argument("--big", type=int, default=0, metavar="N",
                         help="instead: the peak memory of an N-image job (and of N/10)")
@@ -183,8 +207,9 @@ def main() -> None:
             return
         counts = ([int(w) for w in args.workers.split(",")] if args.workers
                   else list(range(1, args.max_workers + 1)))
-        runs = curve(args.images, counts, tmp, args.database, parallel=args.parallel,
-                     api_processes=args.api_processes)
+        runs = curve(args.images, counts, tmp, args.database, args.scans,
+                     parallel=args.parallel, api_processes=args.api_processes,
+                     clients=args.clients)
     rates = {w: run["images_per_s"] for w, run in runs.items()}
     if args.plot:
         plot(rates)

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,7 @@ from shared.mnist import load_split  # noqa: E402
 from shared.settings import get_settings  # noqa: E402
 
 BATCH_SIZES = (1, 8, 16, 32, 64, 128, 256)
+WARM_UP_PER_REQUEST = 4096
 
 
 def wait_for(condition, timeout: float, what: str):
@@ -126,21 +128,33 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def warm_up(url: str, folder: Path, workers: int) -> None:
-    """A small job first, a chunk per worker process, so that the timed job finds every
-    process with its model loaded (a worker loads it as it starts, after /readyz)."""
+    """Small jobs first, a chunk per worker process, so that the timed job finds every
+    process with its model loaded (a worker loads it as it starts, after /readyz). The
+    scans travel zipped, a few thousand a request: a chunk per worker on a GPU host's
+    chunk size is more files than a request may carry as parts or as zip members."""
     chunk = get_settings().chunk_size
     paths = sorted(folder.glob("*.png"))[: chunk * workers]
-    files = [("files", (p.name, p.read_bytes(), "image/png")) for p in paths]
-    job = requests.post(url + "/api/v1/jobs", files=files, timeout=60).json()
-    wait_for(lambda: requests.get(f"{url}/api/v1/jobs/{job['id']}", timeout=5).json()[
-        "status"] == "succeeded", 120, "the warm-up job")
+    jobs = []
+    for start in range(0, len(paths), WARM_UP_PER_REQUEST):
+        packed = io.BytesIO()
+        with zipfile.ZipFile(packed, "w", zipfile.ZIP_STORED) as archive:
+            for path in paths[start : start + WARM_UP_PER_REQUEST]:
+                archive.writestr(path.name, path.read_bytes())
+        answer = requests.post(url + "/api/v1/jobs", timeout=60, files=[
+            ("files", ("warm-up.zip", packed.getvalue(), "application/zip"))])
+        if answer.status_code != 202:
+            raise SystemExit(f"bench: a warm-up job was refused: {answer.text[:300]}")
+        jobs.append(answer.json()["id"])
+    wait_for(lambda: all(requests.get(f"{url}/api/v1/jobs/{job}", timeout=5).json()[
+        "status"] == "succeeded" for job in jobs), 120, "the warm-up jobs")
 
 
 def bench_e2e(folder: Path, labels: list[int], tmp: Path, workers: int = 2,
               runtime: str = "auto", parallel: int = 1, api_processes: int | None = None,
-              **extra_env: str) -> dict:
-    """One job of the folder's PNGs through `digits submit --parallel` to `digits up`:
-    its rates, and the CPU that each kind of process spent on it, per image."""
+              clients: int = 1, **extra_env: str) -> dict:
+    """The folder's PNGs through `clients` processes of `digits submit --parallel`
+    (a job each, a share of the folder each) to `digits up`: the rates, and the CPU that
+    each kind of process spent on it, per image."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DIGITS_REDIS_URL",
                                                           "DIGITS_DATABASE_URL")}
@@ -149,6 +163,7 @@ def bench_e2e(folder: Path, labels: list[int], tmp: Path, workers: int = 2,
                DIGITS_RUNTIME=runtime, **extra_env)
     if api_processes:
         env["DIGITS_API_PROCESSES"] = str(api_processes)
+    shares = _shares(folder, tmp, clients)
     log = (tmp / "e2e-stack.log").open("wb")
     stack = subprocess.Popen([sys.executable, "-m", "cli.main", "up", "--workers", str(workers),
                               "--port", str(port)], cwd=ROOT, env=env, stdout=log,
@@ -157,36 +172,56 @@ def bench_e2e(folder: Path, labels: list[int], tmp: Path, workers: int = 2,
     try:
         wait_for(lambda: requests.get(url + "/readyz", timeout=2).ok, 120, "the stack")
         warm_up(url, folder, workers)
-        out = tmp / "results.csv"
+        outs = [tmp / f"results-{i}.csv" for i in range(len(shares))]
         before = cpu_seconds(stack.pid)
         start = time.perf_counter()
-        client = subprocess.Popen([sys.executable, "-m", "cli.main", "submit", str(folder),
-                                   "--server", url, "--out", str(out),
-                                   "--parallel", str(parallel)],
-                                  cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
-        _, status, usage = os.wait4(client.pid, 0)
+        pids = [subprocess.Popen([sys.executable, "-m", "cli.main", "submit", str(share),
+                                  "--server", url, "--out", str(out),
+                                  "--parallel", str(parallel)],
+                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL).pid
+                for share, out in zip(shares, outs, strict=True)]
+        client_cpu = 0.0
+        for pid in pids:
+            _, status, usage = os.wait4(pid, 0)
+            if status:
+                raise SystemExit(f"bench: digits submit failed ({status})")
+            client_cpu += usage.ru_utime + usage.ru_stime
         wall = time.perf_counter() - start
-        if status:
-            raise SystemExit(f"bench: digits submit failed ({status})")
         spent = cpu_seconds(stack.pid, before)
-        spent["client"] = usage.ru_utime + usage.ru_stime
-        jobs = requests.get(url + "/api/v1/jobs", params={"limit": 1}, timeout=10).json()
-        job = jobs["data"][0]
+        spent["client"] = client_cpu
+        jobs = requests.get(url + "/api/v1/jobs", params={"limit": len(shares)},
+                            timeout=10).json()["data"]
         steady = steady_rate(env.get("DIGITS_DATABASE_URL")
-                             or f"sqlite:///{tmp / 'e2e-state' / 'digits.db'}", job["id"])
+                             or f"sqlite:///{tmp / 'e2e-state' / 'digits.db'}",
+                             [job["id"] for job in jobs])
     finally:
         stop(stack)
-    rows = out.read_text().strip().splitlines()[1:]
+    rows = [r for out in outs for r in out.read_text().strip().splitlines()[1:]]
     correct = sum(int(r.split(",")[1] or -1) == labels[int(Path(r.split(",")[0]).stem
                                                            .split("_")[0])]
                   for r in rows)
     return {"images": len(rows), "accuracy": correct / len(labels), "client_wall_s": wall,
-            # From the job's creation (the server has the first upload) to the last result
-            # stored, both stamped by the server: the client's start-up and its walk of the
-            # folder come before the first upload, its CSV after the last result.
-            "first_upload_to_last_result_s": _ts(job["finished_at"]) - _ts(job["created_at"]),
+            # From the first job's creation (the server has the first upload) to the last
+            # result stored, both stamped by the server: the clients' start-up and their
+            # walk of the folder come before the first upload, their CSVs after the last
+            # result.
+            "first_upload_to_last_result_s": max(_ts(j["finished_at"]) for j in jobs)
+            - min(_ts(j["created_at"]) for j in jobs),
             "steady_images_per_s": steady,
             "cpu_us_per_image": {role: round(s / len(rows) * 1e6) for role, s in spent.items()}}
+
+
+def _shares(folder: Path, tmp: Path, clients: int) -> list[Path]:
+    """The folder itself for one client; for several, a folder of links each, every
+    image in one of them."""
+    if clients <= 1:
+        return [folder]
+    shares = [tmp / f"share-{i}" for i in range(clients)]
+    for share in shares:
+        share.mkdir(parents=True, exist_ok=True)
+    for i, path in enumerate(sorted(folder.glob("*.png"))):
+        (shares[i % clients] / path.name).symlink_to(path.resolve())
+    return shares
 
 
 def role(proc) -> str | None:
@@ -226,16 +261,17 @@ def cpu_seconds(root: int, since: dict | None = None) -> dict:
     return spent
 
 
-def steady_rate(database_url: str, job_id: str) -> float:
-    """Images/s between the 10th and the 90th percentile of the job's result times: the
+def steady_rate(database_url: str, job_ids: list[str]) -> float:
+    """Images/s between the 10th and the 90th percentile of the jobs' result times: the
     pace once every process is busy, without the first chunks' start or the last's tail."""
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import bindparam, create_engine, text
 
     engine = create_engine(database_url)
+    query = text("SELECT finished_at FROM items WHERE job_id IN :ids "
+                 "AND finished_at IS NOT NULL ORDER BY finished_at")
     with engine.connect() as conn:
-        times = [row[0] for row in conn.execute(text(
-            "SELECT finished_at FROM items WHERE job_id = :id AND finished_at IS NOT NULL "
-            "ORDER BY finished_at"), {"id": job_id})]
+        times = [row[0] for row in conn.execute(
+            query.bindparams(bindparam("ids", expanding=True)), {"ids": job_ids})]
     engine.dispose()
     if len(times) < 10:
         return float("nan")
