@@ -31,15 +31,33 @@ def onnx_file(weights: Path, meta: dict) -> tuple[Path | None, str]:
     entry = (meta.get("runtimes") or {}).get(ONNX_INT8)
     if not entry:
         return None, f"the model's metadata names no {ONNX_INT8} file (digits export-onnx)"
-    path = Path(weights).parent / entry["file"]
-    if not path.is_file():
-        return None, f"{path} is missing"
-    if artifact.sha256_file(path) != entry.get("sha256"):
-        return None, f"{path} fails its checksum (modified, or not this model's)"
+    path, why = _verified(Path(weights).parent, entry)
+    if path is None:
+        return None, why
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
         return None, "onnxruntime is not installed"
+    return path, ""
+
+
+def recheck_file(weights: Path, meta: dict) -> Path | None:
+    """The fp32 ONNX form that re-scores the int8 model's unsure images, when the
+    metadata names it and its checksum holds (else torch re-scores them)."""
+    entry = ((meta.get("runtimes") or {}).get(ONNX_INT8) or {}).get("recheck")
+    path, why = _verified(Path(weights).parent, entry) if entry else (None, "not exported")
+    if path is None:
+        log.warning("the fp32 ONNX form for re-checks is not usable (%s): torch re-checks",
+                    why)
+    return path
+
+
+def _verified(folder: Path, entry: dict) -> tuple[Path | None, str]:
+    path = folder / entry["file"]
+    if not path.is_file():
+        return None, f"{path} is missing"
+    if artifact.sha256_file(path) != entry.get("sha256"):
+        return None, f"{path} fails its checksum (modified, or not this model's)"
     return path, ""
 
 

@@ -61,6 +61,40 @@ def test_a_tampered_or_missing_int8_file_falls_back_to_torch(tmp_path, caplog):
     assert choose("auto", "cpu", weights, meta) == (TORCH, None)
 
 
+def test_unsure_images_are_rescored_by_the_fp32_form_or_else_by_torch(tmp_path, caplog,
+                                                                      mnist_test):
+    """The int8 model's unsure images get fp32 logits: from the exported fp32 ONNX form
+    (the same as torch's to 1e-5), or from torch when that file fails its checksum."""
+    import torch
+
+    from worker.inference import Predictor
+
+    weights = _copy_model(tmp_path)
+    images, _ = mnist_test
+    pixels = images[:512].astype(np.float32) / 255
+    torch_fp32 = Predictor(weights, "cpu", 128, 1, runtime="torch")
+    default = Predictor(weights, "cpu", 128, 1, runtime="auto")
+    assert default.fp32 is not None
+    expected = torch_fp32.probabilities(pixels, counted=False)
+    with torch.inference_mode():
+        torch_logits = torch_fp32._logits(pixels)
+    np.testing.assert_allclose(default.fp32.logits(pixels), torch_logits, atol=1e-4)
+    unsure = default.probabilities(pixels, counted=False).max(1) < default.recheck_below
+    assert unsure.any()
+    np.testing.assert_allclose(default.probabilities(pixels, counted=False)[unsure],
+                               expected[unsure], atol=1e-5)
+
+    meta = artifact.read_metadata(weights)
+    fp32 = tmp_path / meta["runtimes"][ONNX_INT8]["recheck"]["file"]
+    fp32.write_bytes(fp32.read_bytes() + b"changed")
+    with caplog.at_level(logging.WARNING):
+        fallback = Predictor(weights, "cpu", 128, 1, runtime="auto")
+    assert fallback.runtime == ONNX_INT8 and fallback.fp32 is None
+    assert "fails its checksum" in caplog.text and "torch re-checks" in caplog.text
+    np.testing.assert_allclose(fallback.probabilities(pixels, counted=False)[unsure],
+                               expected[unsure], atol=1e-5)
+
+
 def test_readyz_and_results_name_the_runtime(live_stack):
     from tests.conftest import mnist_png_bytes, wait_for
 

@@ -55,8 +55,19 @@ def calibration_pixels(data_dir: Path, real_dir: Path | None, n: int = CALIBRATI
     return pixels[rng.permutation(len(pixels))]
 
 
+def export_fp32(model: torch.nn.Module, weights: Path) -> Path:
+    """Write `<weights stem>.fp32.onnx`, the network as it is, batch size free."""
+    out = Path(weights).with_name(f"{Path(weights).stem}.fp32.onnx")
+    torch.onnx.export(model, torch.zeros(2, 1, 28, 28), str(out),
+                      input_names=["x"], output_names=["logits"],
+                      dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
+                      opset_version=OPSET, dynamo=False)
+    return out
+
+
 def export_int8(weights: Path, data_dir: Path, real_dir: Path | None = None) -> dict:
-    """Write `<weights stem>.int8.onnx` and record it in the metadata; returns the entry."""
+    """Write `<weights stem>.int8.onnx` (and the fp32 form it is made from) and record
+    them in the metadata; returns the entry."""
     import onnx
     import onnxruntime
     from onnxruntime.quantization import (
@@ -82,12 +93,9 @@ def export_int8(weights: Path, data_dir: Path, real_dir: Path | None = None) -> 
             batch = next(self.batches, None)
             return None if batch is None else {"x": batch}
 
+    fp32 = export_fp32(model, weights)
     with tempfile.TemporaryDirectory() as tmp:
-        fp32, prepared = Path(tmp) / "fp32.onnx", Path(tmp) / "prepared.onnx"
-        torch.onnx.export(model, torch.from_numpy(pixels[:2, None]), str(fp32),
-                          input_names=["x"], output_names=["logits"],
-                          dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
-                          opset_version=OPSET, dynamo=False)
+        prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(fp32), str(prepared))
         convs = [n.name for n in onnx.load(str(prepared)).graph.node if n.op_type == "Conv"]
         quantize_static(str(prepared), str(out), Digits(), quant_format=QuantFormat.QDQ,
@@ -99,7 +107,9 @@ def export_int8(weights: Path, data_dir: Path, real_dir: Path | None = None) -> 
              "onnxruntime": onnxruntime.__version__, "opset": OPSET,
              "calibration": f"entropy (KL) over {len(pixels)} prepared training images: MNIST "
                             "training digits, clean and in the form families, the real sets' "
-                            "training parts, images with no digit"}
+                            "training parts, images with no digit",
+             # The fp32 graph the int8 one was made from: it re-scores unsure images.
+             "recheck": {"file": fp32.name, "sha256": artifact.sha256_file(fp32)}}
     meta.setdefault("runtimes", {})[ONNX_INT8] = entry
     artifact.write_metadata(weights, meta)
     return entry
