@@ -14,6 +14,7 @@ import hmac
 import secrets
 
 from flask import Blueprint, Flask, current_app, g, jsonify, request, session
+from flask.sessions import SecureCookieSessionInterface
 
 from api.errors import ApiError
 from shared import accounts, db
@@ -149,9 +150,21 @@ def _whoami(found: Principal) -> dict:
             "auth": mode(), "csrf_token": session.get("csrf") if signed_in else None}
 
 
+class _CookieSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions, except that a request without the cookie (every
+    API client's) gets an empty session at once, instead of a signing serializer built
+    first to find nothing to verify."""
+
+    def open_session(self, app, request):
+        if self.get_cookie_name(app) not in request.cookies:
+            return self.session_class()
+        return super().open_session(app, request)
+
+
 def register(app: Flask) -> None:
     settings = get_settings()
     app.secret_key = accounts.server_secret(settings)
+    app.session_interface = _CookieSessions()
     app.config.update(SESSION_COOKIE_NAME="digits_session", SESSION_COOKIE_HTTPONLY=True,
                       SESSION_COOKIE_SAMESITE="Strict")
 
