@@ -47,26 +47,33 @@ RUN_ROWS = 500
 SQLITE_RUN_PAUSE_S = 0.11
 
 
-def _insert_items(session: Session, job_id: str, uploads: list[Upload]) -> list[int]:
-    """Insert the uploads; returns the ids of those to queue, in upload order."""
+def _item_rows(job_id: str, uploads: list[Upload]) -> list[dict]:
+    """The rows to insert for the uploads. Built before the transaction: on SQLite every
+    other writer waits from its first write to its commit (bench/sqlite_lock.py)."""
     now = datetime.now(UTC)
-    rows = [{"job_id": job_id, "filename": u.filename[:1000], "content": u.content,
+    return [{"job_id": job_id, "filename": u.filename[:1000], "content": u.content,
              "status": u.status, "error": u.error,
              "finished_at": None if u.status == ItemStatus.PENDING else now,
              "queued_at": now if u.status == ItemStatus.PENDING else None}
             for u in uploads]
+
+
+def _insert_items(session: Session, rows: list[dict]) -> list[int]:
+    """Insert the rows; returns the ids of those to queue, in upload order."""
     # Each returned row pairs an id with its own status. Upload order only decides which
     # chunk an image travels in: sorting the ids is cheaper than a sentinel per row.
     # A Core insert: the ORM's bulk path costs a third more per row and adds nothing here.
     table = Item.__table__
     ids = session.connection().execute(
         insert(table).returning(table.c.id, table.c.status), rows).all()
-    queued = sorted(i for i, status in ids if status == ItemStatus.PENDING)
-    metrics.IMAGES_RECEIVED.labels("queued").inc(len(queued))
-    if len(rows) > len(queued):
-        metrics.IMAGES_RECEIVED.labels("rejected").inc(len(rows) - len(queued))
+    return sorted(i for i, status in ids if status == ItemStatus.PENDING)
+
+
+def _count_received(uploads: list[Upload], queued: int) -> None:
+    metrics.IMAGES_RECEIVED.labels("queued").inc(queued)
+    if len(uploads) > queued:
+        metrics.IMAGES_RECEIVED.labels("rejected").inc(len(uploads) - queued)
     metrics.IMAGE_BYTES_RECEIVED.inc(sum(len(u.content) for u in uploads))
-    return queued
 
 
 def _runs(uploads: Iterable[Upload]) -> Iterator[list[Upload]]:
@@ -95,7 +102,12 @@ def _taken_over() -> ApiError:
 def _store_run(job_id: str, run: list[Upload], key: str | None, claim: str | None) -> list[int]:
     """One run in a transaction of its own, if the job still takes images and this
     request still holds the add (the claim fences off a request that a retry replaced)."""
+    rows = _item_rows(job_id, run)
     with db.session() as s:
+        # The insert first: SQLite's write lock is taken by a transaction's first write,
+        # and SQLAlchemy prepares the insert's parameters before it sends the statement.
+        # A job that no longer takes images rolls the insert back below.
+        queued = _insert_items(s, rows)
         taking = s.execute(
             update(Job).where(Job.id == job_id, Job.open.is_(True),
                               Job.status.not_in(JobStatus.FINAL))
@@ -109,7 +121,8 @@ def _store_run(job_id: str, run: list[Upload], key: str | None, claim: str | Non
                 .values(added=JobAdd.added + len(run))
                 .execution_options(synchronize_session=False)).rowcount:
             raise _taken_over()
-        return _insert_items(s, job_id, run)
+    _count_received(run, len(queued))
+    return queued
 
 
 def _store(celery: Celery, job_id: str, uploads: Collection[Upload], key: str | None,

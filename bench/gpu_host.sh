@@ -25,6 +25,8 @@ scans=/tmp/digits-gpu-scans
     # The thinned curve. The 2026-12-04 run (one client process, 8 streams) stayed near
     # 10,000 images/s from 4 workers to 9: three client processes tell whether the one
     # client or SQLite's write lock held it there.
+    echo "== SQLite's write lock per image on this host's cores (bench/sqlite_lock.py)"
+    python3 bench/sqlite_lock.py --images 20000
     echo "== 3 client processes x 4 upload streams, 6 API processes, 60,000 images"
     python3 bench/scaling.py --database sqlite --images 60000 --scans $scans \
         --workers 1,4,8,14 --clients 3 --parallel 4 --api-processes 6

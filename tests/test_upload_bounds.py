@@ -135,9 +135,10 @@ def _slow_inserts(monkeypatch, seconds: float, rows: int) -> None:
     monkeypatch.setattr(svc, "RUN_ROWS", rows)
     insert = svc._insert_items
 
-    def slow(session, job_id, uploads):
+    def slow(session, rows):
+        queued = insert(session, rows)  # the write lock is held from here to the commit
         time.sleep(seconds)
-        return insert(session, job_id, uploads)
+        return queued
 
     monkeypatch.setattr(svc, "_insert_items", slow)
 
