@@ -19,6 +19,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -129,6 +130,8 @@ def main() -> None:
         print(f"    {side:6s} {statement:40s} {1e6 * seconds / n:6.1f} us/image")
     print(f"  ceiling on one SQLite file: {1e6 / total:,.0f} images/s "
           f"(the lock held {total:.1f} us per image)")
+    db.reset()
+    shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps({"images": n, "chunk": args.chunk, "api_lock_us": round(us["api"], 1),
                       "worker_lock_us": round(us["worker"], 1),
                       "sqlite_ceiling_images_per_s": round(1e6 / total)}))
