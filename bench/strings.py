@@ -1,6 +1,8 @@
 """Digit strings end to end: 5-digit fields (generated from MNIST test digits, half the
 neighbours touching or overlapping) through `digits submit --mode string` to
-`digits up --workers 2`, from the first upload to the last result stored.
+`digits up --workers 2`, from the first upload to the last result stored; and the
+string model alone on one thread (as a worker process runs it), its ONNX form against
+torch, in alternating rounds.
 
     .venv/bin/python bench/strings.py [--fields 1000]     # alone; make bench runs it too
 """
@@ -69,10 +71,42 @@ def measure(fields: int = 1000, workers: int = 2, tmp: Path | None = None) -> di
             "strings_client_wall_s": round(wall, 2)}
 
 
+def measure_model(fields: int = 500, rounds: int = 3) -> dict:
+    """Fields per second through the string model alone (`StringModel.log_probs` on
+    their strips, batched as a worker batches them), one thread, each runtime's best
+    round of `rounds` taken alternately."""
+    from shared.fields import field_strip
+    from shared.settings import get_settings
+    from shared.stringnet import path_beside
+    from training.strings import generated_strings
+    from worker.strings import StringModel
+
+    settings = get_settings()
+    made = generated_strings(settings.data_dir, seed=6, mix={5: fields})
+    strips = [field_strip(b, settings.max_image_pixels).pixels for b in made.blobs]
+    weights = path_beside(settings.model_path)
+    models = {"auto": StringModel(weights, "cpu", settings.max_batch_size, threads=1),
+              "torch": StringModel(weights, "cpu", settings.max_batch_size, threads=1,
+                                   runtime="torch")}
+    best = dict.fromkeys(models, 0.0)
+    for _ in range(rounds):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model.log_probs(strips)
+            best[name] = max(best[name], len(strips) / (time.perf_counter() - start))
+    return {"string_model_runtime": models["auto"].runtime,
+            "string_model_fields_per_s": round(best["auto"], 1),
+            "string_model_torch_fields_per_s": round(best["torch"], 1)}
+
+
 def report(result: dict) -> dict:
     label = f"end to end, 5-digit strings ({result['string_fields']})"
     print(f"{label:<44}{result['strings_per_s']:>12,.0f}  strings/s, "
           f"{result['strings_right']:.2%} right")
+    if "string_model_fields_per_s" in result:
+        fast, slow = result["string_model_fields_per_s"], result["string_model_torch_fields_per_s"]
+        print(f"{'string model alone, one thread':<44}{fast:>12,.0f}{slow:>12,.0f}  fields/s "
+              f"({result['string_model_runtime']} / torch fp32: {fast / slow:.2f}x)")
     return result
 
 
@@ -80,4 +114,4 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fields", type=int, default=1000)
     args = parser.parse_args()
-    report(measure(args.fields))
+    report({**measure(args.fields), **measure_model()})

@@ -377,7 +377,7 @@ def main() -> None:
     lane = interactive.measure(args.predict_images, rounds=3, bulk_images=args.images)
     from bench import strings
 
-    fields = strings.measure(args.string_fields)
+    fields = {**strings.measure(args.string_fields), **strings.measure_model()}
 
     bare = rates[best_bs]
     bare_torch = max(torch_rates.values())

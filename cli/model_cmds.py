@@ -96,8 +96,9 @@ def cmd_evaluate_strings(args) -> int:
     from worker.strings import StringModel
 
     settings = get_settings()
+    # As a worker runs it: its ONNX form unless DIGITS_RUNTIME=torch.
     model = StringModel(path_beside(args.model or settings.model_path), "cpu",
-                        settings.max_batch_size)
+                        settings.max_batch_size, runtime=settings.runtime)
     if args.data_set is not None:
         try:
             data = load(args.data_set)

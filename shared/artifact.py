@@ -22,6 +22,7 @@ from shared.network import MNIST_MEAN, MNIST_STD, DigitCNN, count_parameters
 ARCHITECTURE = "DigitCNN"
 # The int8 ONNX form of the weights (training/export.py), listed under "runtimes".
 ONNX_INT8 = "onnx-int8"
+ONNX_FP32 = "onnx-fp32"  # the string model's ONNX form (worker/strings.py)
 
 
 class ArtifactError(Exception):

@@ -136,3 +136,35 @@ def test_a_field_reads_the_same_alone_and_batched(string_model, data_dir):
     together = string_model.log_probs(pixels)
     for strip, batched in zip(pixels, together, strict=True):
         assert np.allclose(string_model.log_probs([strip])[0], batched, atol=1e-4)
+
+
+def test_the_onnx_form_reads_as_torch_and_a_bad_one_falls_back(data_dir, tmp_path, caplog):
+    """The shipped string model runs its fp32 ONNX form by default, with the same readings
+    as torch on generated strings; a tampered ONNX file is refused with a warning and
+    torch reads instead."""
+    import logging
+    import shutil
+
+    from shared.artifact import ONNX_FP32
+    from training.strings import generated_strings
+    from worker.strings import StringModel
+
+    if not data_dir.is_dir():
+        pytest.skip("MNIST not found")
+    made = generated_strings(data_dir, seed=162, mix={3: 40, 5: 80, 8: 40})
+    onnx = StringModel(STRING_MODEL, "cpu", 64)
+    torch_fp32 = StringModel(STRING_MODEL, "cpu", 64, runtime="torch")
+    assert onnx.runtime == ONNX_FP32 and onnx.version.endswith("+onnx-fp32")
+    assert torch_fp32.version.endswith("+torch")
+    strips = [field_strip(b, 10**7).pixels for b in made.blobs]  # widths differ in a batch
+    for a, b in zip(onnx.log_probs(strips), torch_fp32.log_probs(strips), strict=True):
+        assert a.shape == b.shape and np.abs(a - b).max() < 1e-3
+    assert ([r.text for r in onnx.read(made.blobs)]
+            == [r.text for r in torch_fp32.read(made.blobs)])
+    for path in STRING_MODEL.parent.glob(f"{STRING_MODEL.stem}*"):
+        shutil.copy(path, tmp_path / path.name)
+    onnx_file = tmp_path / onnx.meta["runtimes"][ONNX_FP32]["file"]
+    onnx_file.write_bytes(onnx_file.read_bytes()[:-10] + b"0123456789")
+    with caplog.at_level(logging.WARNING):
+        fallback = StringModel(tmp_path / STRING_MODEL.name, "cpu", 64, runtime="onnx-int8")
+    assert fallback.runtime == "torch" and "fails its checksum" in caplog.text

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from shared import artifact
-from shared.artifact import ONNX_INT8
+from shared.artifact import ONNX_FP32, ONNX_INT8
 from shared.mnist import load_split
 
 CALIBRATION_DIGITS = 2000
@@ -63,6 +63,43 @@ def export_fp32(model: torch.nn.Module, weights: Path) -> Path:
                       dynamic_axes={"x": {0: "n"}, "logits": {0: "n"}},
                       opset_version=OPSET, dynamo=False)
     return out
+
+
+def export_strings(weights: Path) -> dict:
+    """Write the string model's fp32 ONNX form, `<weights stem>.fp32.onnx` (batch and
+    width free, each strip's own width as a second input), after checking that it gives
+    torch's log-probabilities on strips of several widths batched together; record it
+    in the string model's metadata and return the entry."""
+    import onnxruntime
+
+    from shared.runtime import session
+    from shared.stringnet import load
+
+    weights = Path(weights)
+    model, meta = load(weights)
+    out = weights.with_name(f"{weights.stem}.fp32.onnx")
+    x, widths = torch.rand(3, 1, 32, 160), torch.tensor([160, 96, 40])
+    torch.onnx.export(model, (x, widths), str(out), input_names=["x", "widths"],
+                      output_names=["log_probs"],
+                      dynamic_axes={"x": {0: "n", 3: "w"}, "widths": {0: "n"},
+                                    "log_probs": {0: "t", 1: "n"}},
+                      opset_version=OPSET, dynamo=False)
+    rng = torch.Generator().manual_seed(5)
+    probe = torch.rand(8, 1, 32, 240, generator=rng)
+    probe_widths = torch.tensor([240, 200, 160, 120, 80, 64, 40, 16])
+    with torch.inference_mode():
+        expected = model(probe, probe_widths).numpy()
+    got = session(out).run(None, {"x": probe.numpy(), "widths": probe_widths.numpy()})[0]
+    worst = float(np.abs(got - expected).max())
+    if worst > 1e-3:
+        out.unlink()
+        raise RuntimeError(f"the string model's ONNX form differs from torch by {worst:.2g}")
+    entry = {"file": out.name, "sha256": artifact.sha256_file(out),
+             "onnxruntime": onnxruntime.__version__, "opset": OPSET,
+             "largest_difference_from_torch": round(worst, 8)}
+    meta.setdefault("runtimes", {})[ONNX_FP32] = entry
+    artifact.write_metadata(weights, meta)
+    return entry
 
 
 def export_int8(weights: Path, data_dir: Path, real_dir: Path | None = None) -> dict:

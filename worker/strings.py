@@ -1,9 +1,10 @@
 """The string network inside a worker process, and reading fields with it.
 
 Loaded once per process on first use, after the fork, on the device and with the
-threads of the digit model (settings: DIGITS_DEVICE, DIGITS_TORCH_THREADS). Strips of
-similar width go through it together, at most DIGITS_MAX_BATCH_SIZE at a time, as
-single digits do.
+threads of the digit model (settings: DIGITS_DEVICE, DIGITS_TORCH_THREADS), and on the
+same runtime setting (DIGITS_RUNTIME): its fp32 ONNX form on ONNX Runtime where
+`digits export-onnx` made it, else torch (shared/runtime.py). Strips of similar width go
+through it together, at most DIGITS_MAX_BATCH_SIZE at a time, as single digits do.
 
 `read_strings(images)` is the plain function for one request or one chunk: bytes in,
 result dicts out (what /predict answers with mode=string).
@@ -13,11 +14,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from shared import metrics
+from shared.artifact import ONNX_FP32
+from shared.runtime import choose, session
 from shared.settings import get_settings
 from shared.stringnet import STRIDE, load, path_beside
 from shared.strings import DEFAULT_REVIEW_THRESHOLD, Reading, read_fields
@@ -31,16 +35,20 @@ MAX_BATCH_PIXELS = 128 * 32 * 160
 
 class StringModel:
     def __init__(self, weights, device: str = "auto", max_batch_size: int = 64,
-                 threads: int = 0) -> None:
+                 threads: int = 0, runtime: str = "auto") -> None:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.threads = threads
         self._use_threads()
         self.device = torch.device(device)
         self.model, self.meta = load(weights, map_location=str(self.device))
+        self.runtime, onnx_path = choose(runtime, self.device.type, Path(weights), self.meta,
+                                         ONNX_FP32)
+        self.onnx = session(onnx_path, threads) if onnx_path is not None else None
         self.max_batch_size = max_batch_size
         self.review = float(self.meta.get("review_threshold", DEFAULT_REVIEW_THRESHOLD))
-        self.version = f"{self.meta.get('name', 'digits-strings')} {self.meta.get('version')}"
+        self.version = (f"{self.meta.get('name', 'digits-strings')} {self.meta.get('version')}"
+                        f"+{self.runtime}")
         log.info("string model %s loaded on %s", self.version, self.device)
 
     def _use_threads(self) -> None:
@@ -68,9 +76,13 @@ class StringModel:
             x = np.zeros((len(batch), 1, strips[batch[0]].shape[0], width), np.float32)
             for k, i in enumerate(batch):
                 x[k, 0, :, : strips[i].shape[1]] = strips[i]
-            widths = torch.tensor([strips[i].shape[1] for i in batch], device=self.device)
-            result = self.model(torch.from_numpy(x).to(self.device), widths
-                                ).float().cpu().numpy()
+            widths = np.array([strips[i].shape[1] for i in batch], np.int64)
+            if self.onnx is not None:
+                result = self.onnx.run(None, {"x": x, "widths": widths})[0]
+            else:
+                result = self.model(torch.from_numpy(x).to(self.device),
+                                    torch.from_numpy(widths).to(self.device)
+                                    ).float().cpu().numpy()
             metrics.WORKER_BATCH.observe(len(batch))
             for k, i in enumerate(batch):
                 out[i] = result[: strips[i].shape[1] // STRIDE, k]
@@ -92,7 +104,7 @@ def get_string_model() -> StringModel:
         if _model is None:
             s = get_settings()
             _model = StringModel(path_beside(s.model_path), s.device, s.max_batch_size,
-                                 s.torch_threads)
+                                 s.torch_threads, s.runtime)
         return _model
 
 
