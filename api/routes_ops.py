@@ -16,7 +16,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from api.errors import ApiError
 from shared import accounts, db, metrics, overview
-from shared.celery_app import DEFAULT_REDIS_URL
+from shared.celery_app import redis_client as new_redis_client
 from shared.settings import get_settings
 
 bp = Blueprint("ops", __name__)
@@ -27,8 +27,7 @@ def redis_client() -> redis.Redis:
     page must answer, if only to say that Redis does not."""
     client = current_app.extensions.get("redis")
     if client is None:
-        url = get_settings().redis_url or DEFAULT_REDIS_URL
-        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        client = new_redis_client(socket_timeout=2, socket_connect_timeout=2)
         current_app.extensions["redis"] = client
     return client
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 
-import redis
 from flask import Blueprint, current_app, jsonify, request
 from limits import parse_many
 
@@ -18,7 +17,7 @@ from api.errors import ApiError
 from api.routes_jobs import request_mode
 from api.uploads import Upload, check
 from shared import lane, logs
-from shared.celery_app import DEFAULT_REDIS_URL
+from shared.celery_app import redis_client
 from shared.models import ItemStatus
 from shared.settings import get_settings
 
@@ -55,9 +54,8 @@ def _lane() -> lane.Lane:
     if found is None:
         settings = get_settings()
         # Its own pool: a waiting BLPOP must outlast the read timeout of the ops client.
-        client = redis.Redis.from_url(settings.redis_url or DEFAULT_REDIS_URL,
-                                      socket_timeout=settings.predict_timeout_s + 5,
-                                      socket_connect_timeout=2)
+        client = redis_client(socket_timeout=settings.predict_timeout_s + 5,
+                              socket_connect_timeout=2)
         found = lane.Lane(client, settings.predict_max_waiting, settings.predict_timeout_s)
         current_app.extensions["lane"] = found
     return found

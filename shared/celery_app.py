@@ -24,9 +24,23 @@ from shared.settings import Settings, get_settings
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
+def redis_url(settings: Settings | None = None) -> str:
+    """The Redis every part of the service uses: DIGITS_REDIS_URL, else a local one."""
+    return (settings or get_settings()).redis_url or DEFAULT_REDIS_URL
+
+
+def redis_client(**options):
+    """A client on that Redis with a connection pool of its own; `options` are the
+    timeouts its use needs (a blocking pop must outlast its own wait, a status page
+    must not)."""
+    import redis
+
+    return redis.Redis.from_url(redis_url(), **options)
+
+
 def make_celery(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
-    url = settings.redis_url or DEFAULT_REDIS_URL
+    url = redis_url(settings)
     app = Celery("digits", broker=url, backend=url)
     app.conf.update(
         task_queues=[Queue(BULK_QUEUE)],

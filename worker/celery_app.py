@@ -59,9 +59,8 @@ class Heartbeat:
     process, and withdraws it when the worker stops."""
 
     def __init__(self, consumer) -> None:
-        import redis
 
-        from shared.celery_app import DEFAULT_REDIS_URL
+        from shared.celery_app import redis_client
 
         self.name = consumer.hostname
         controller = consumer.controller
@@ -73,8 +72,7 @@ class Heartbeat:
             "started_at": time.time(),
             "runtime": runtime.announced(get_settings()),
         }
-        self.client = redis.Redis.from_url(get_settings().redis_url or DEFAULT_REDIS_URL,
-                                           socket_timeout=5, socket_connect_timeout=5)
+        self.client = redis_client(socket_timeout=5, socket_connect_timeout=5)
         self.stopped = threading.Event()
         threading.Thread(target=self._loop, name="digits-heartbeat", daemon=True).start()
 

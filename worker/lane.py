@@ -28,13 +28,10 @@ log = logging.getLogger(__name__)
 
 
 def _redis():
-    import redis
-
-    from shared.celery_app import DEFAULT_REDIS_URL
+    from shared.celery_app import redis_client
 
     # No socket timeout on reads: BLPOP blocks by design, up to its own timeout.
-    return redis.Redis.from_url(get_settings().redis_url or DEFAULT_REDIS_URL,
-                                socket_connect_timeout=5, health_check_interval=30)
+    return redis_client(socket_connect_timeout=5, health_check_interval=30)
 
 
 def serve_once(client, predictor, wait_s: float = 1.0) -> int:
