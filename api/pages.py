@@ -1,14 +1,16 @@
-"""The web pages: static HTML and JavaScript served by the API itself, no build step."""
+"""The web pages: HTML templates around static JavaScript, served by the API itself, no
+build step. Every page shares templates/base.html (head, navigation); the templates hold
+no data: the scripts fetch it from the API."""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, send_from_directory
+from flask import Blueprint, make_response, render_template
 
 bp = Blueprint("pages", __name__)
 
 
 def _page(name: str):
-    response = send_from_directory(current_app.static_folder, name)
+    response = make_response(render_template(name))
     response.headers["Cache-Control"] = "no-cache"
     return response
 
