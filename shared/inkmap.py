@@ -18,6 +18,11 @@ from PIL import Image
 
 MIN_CONTRAST = 0.06  # ink must differ from paper by this much (0..1 scale) to count
 MIN_SNR = 3.5  # ... and stand this many noise deviations above the background
+# A grey scan whose "ink" is lighter than its paper and covers more than this share of
+# the page is read the other way round (`_turned`); a page with fewer pixels than
+# GREY_SHARE between paper and ink is a bitmap, whose polarity is left as found.
+TURN_SHARE = 0.5
+GREY_SHARE = 0.02
 _SORT_LIMIT = 4096  # rows longer than this take the per-row median with a cheaper bracket
 
 
@@ -117,9 +122,9 @@ def _rim(stack: np.ndarray) -> np.ndarray:
     return np.concatenate([rows[:, :, ::step_x].reshape(n, -1), cols.reshape(n, -1)], axis=1)
 
 
-def ink_signal(planes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Inkness (paper ~0, ink ~1), (n, h, w), and each page's ink-paper contrast in colour
-    units, (n,).
+def ink_signal(planes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inkness (paper ~0, ink ~1), (n, h, w), each page's ink-paper contrast in colour
+    units, (n,), and which pages were read inside out and turned (`_turned`), (n,).
 
     Paper is the median colour along the page's edges (`_rim`); ink is the colour of the pixels
     that differ most from it. Projecting every pixel on that direction works for any
@@ -141,7 +146,31 @@ def ink_signal(planes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     signal = diffs[0] * _per_page(weights[0])
     for d, weight in zip(diffs[1:], weights[1:], strict=True):
         signal += d * _per_page(weight)
-    return signal, np.where(flat, 0.0, np.sqrt(norm2 / len(planes)))
+    turned = _turned(signal, ~flat & (direction.sum(axis=0) > 0))
+    if turned.any():
+        signal[turned] = 1 - signal[turned]
+    return signal, np.where(flat, 0.0, np.sqrt(norm2 / len(planes))), turned
+
+
+def _sample(stack: np.ndarray) -> np.ndarray:
+    """(n, h, w) -> (n, m): at most about 64x64 pixels of each page, evenly spread."""
+    n, h, w = stack.shape
+    return stack[:, :: max(1, h // 64), :: max(1, w // 64)].reshape(n, -1)
+
+
+def _turned(signal: np.ndarray, lighter: np.ndarray) -> np.ndarray:
+    """Pages read inside out: a dark digit cut tight to its box can put more ink than
+    paper on the rim, which is then taken for paper, and the paper for a lighter "ink"
+    covering most of the page. Among pages whose ink is lighter than their paper, those
+    where that ink covers over TURN_SHARE of a grey scan (not a bitmap: a fat white digit
+    on black may fill its box) are turned to dark ink on light paper, as scans come."""
+    turned = np.zeros(len(signal), bool)
+    which = np.flatnonzero(lighter)
+    if which.size:
+        sample = _sample(signal[which])
+        grey = (np.abs(sample - 0.5) < 0.3).mean(axis=1) > GREY_SHARE
+        turned[which] = grey & (medians(sample) > TURN_SHARE)
+    return turned
 
 
 def _background(signal: np.ndarray) -> np.ndarray | None:
@@ -171,13 +200,17 @@ def _background(signal: np.ndarray) -> np.ndarray | None:
 def ink_map(planes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ink coverage 0..1 per pixel, (n, h, w); whether each page has any ink, (n,); and
     the ink-paper contrast, (n,). The ink of a page without ink means nothing."""
-    signal, contrast = ink_signal(planes)
+    signal, contrast, turned = ink_signal(planes)
     n, h, w = signal.shape
     background = _background(signal)
     if background is not None:
         signal -= background
-    # The paper level left over, read along the edges (a constant background cancels out).
-    signal -= _per_page(medians(_rim(signal)))
+    # The paper level left over, read along the edges (a constant background cancels out),
+    # or over the page where the edges are mostly ink (a turned page).
+    rest = medians(_rim(signal))
+    if turned.any():
+        rest[turned] = medians(_sample(signal[turned]))
+    signal -= _per_page(rest)
     # 2x2 averaging so that a single hot pixel cannot pass for ink.
     if min(h, w) > 1:
         smooth = signal[:, :-1, :-1] + signal[:, 1:, :-1]

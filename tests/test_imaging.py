@@ -386,3 +386,41 @@ def test_scatter_of_blobs_and_faint_textures_are_no_digit():
     assert judge(blobs, probs, meta).status == "no_digit"
     faint = Prepared(digit.pixels, 0.2, True, 0.05, 0.0, 1, 1.0)
     assert judge(faint, probs, meta).status == "no_digit"
+
+
+
+def _ring(h: int, w: int, paper: int, ink: int, blur: float, tight: bool) -> bytes:
+    """A "0": cut tight (the ring hugs all four edges, so the page's rim is mostly ink),
+    or a fat one filled in but for a small hole, covering most of its page."""
+    from PIL import ImageFilter
+
+    img = Image.new("L", (w, h), paper)
+    draw = ImageDraw.Draw(img)
+    if tight:
+        draw.ellipse((-1, -1, w, h), outline=ink, width=5)
+    else:
+        draw.ellipse((1, 1, w - 2, h - 2), fill=ink)
+        draw.ellipse((w // 2 - 3, h // 2 - 5, w // 2 + 3, h // 2 + 5), fill=paper)
+    if blur:
+        img = img.filter(ImageFilter.GaussianBlur(blur))
+    return encode(img)
+
+
+@pytest.mark.parametrize("paper, ink, blur, tight", [(205, 60, 1.0, True), (0, 255, 0.0, False)],
+                         ids=["tight-grey-scan", "fat-white-bitmap"])
+def test_a_zero_whose_ink_covers_its_rim_or_its_page_is_read_as_a_ring(shipped, paper, ink,
+                                                                       blur, tight):
+    """A dark "0" cut tight on a grey scan puts more ink than paper on the rim: the page
+    is read inside out, then turned (shared.inkmap._turned). A fat white "0" on a black
+    bitmap also has lighter ink over most of its page, but its rim is paper: bitmaps are
+    left as found."""
+    p = prepare(_ring(34, 24, paper, ink, blur, tight))
+    # Read inside out, the hole would be the ink: bright in the middle, little else.
+    assert p.pixels[12:16, 12:16].mean() < (0.2 if tight else 0.5), "the hole is paper"
+    assert p.pixels.max() > 0.9 and (p.pixels > 0.5).mean() > (0.1 if tight else 0.2)
+    model, _ = shipped
+    import torch
+
+    with torch.no_grad():
+        logits = model(torch.from_numpy(p.pixels[None, None]))
+    assert int(logits.argmax()) == 0
