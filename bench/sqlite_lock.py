@@ -16,7 +16,6 @@ file. Nothing is queued (no Redis, no Celery): only the database's part is measu
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
@@ -24,8 +23,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -67,20 +64,6 @@ class LockClock:
             self.transactions[self.side] += 1
 
 
-def _pngs(n: int) -> list[bytes]:
-    """MNIST test digits as dark-on-white PNGs, repeated to `n`."""
-    from shared.mnist import load_split
-    from shared.settings import get_settings
-
-    test = load_split(get_settings().data_dir, "test")
-    out = []
-    for img in test.images[: min(n, len(test.images))]:
-        buffer = io.BytesIO()
-        Image.fromarray(255 - img).save(buffer, format="PNG")
-        out.append(buffer.getvalue())
-    return [out[i % len(out)] for i in range(n)]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=20_000)
@@ -90,6 +73,7 @@ def main() -> None:
     os.environ["DIGITS_DATABASE_URL"] = f"sqlite:///{tmp / 'digits.db'}"
     from api.jobs_service import RUN_ROWS, _new_job, _store_run
     from api.uploads import Upload
+    from bench.throughput import mnist_pngs
     from shared import db
     from shared.migrate import upgrade
     from shared.settings import get_settings
@@ -100,7 +84,7 @@ def main() -> None:
     db.reset()
     upgrade()
     clock = LockClock(db.engine())
-    pngs = _pngs(args.images)
+    pngs = mnist_pngs(args.images)
     predictor = get_predictor()
     job_id, _ = _new_job("bench", None, None, open_=True, with_files=True)
 

@@ -1,7 +1,7 @@
 """Which runtime runs the CNN in a worker: ONNX Runtime on the int8 model the training
 side exported beside the weights (`digits export-onnx`), or torch fp32. The string
-model likewise runs its fp32 ONNX form (2.1-2.9x torch on one thread, the same
-log-probabilities within 2e-5), under the same setting.
+model likewise runs its fp32 ONNX form (1.7x torch on one thread on generated fields,
+bench/strings.py; the same log-probabilities within 2e-5), under the same setting.
 
 Chosen by measurement (README, Throughput): on one CPU thread, the int8 model runs
 about three times as fast as torch fp32 at its best batch, with the same digit for

@@ -59,7 +59,6 @@ class Heartbeat:
     process, and withdraws it when the worker stops."""
 
     def __init__(self, consumer) -> None:
-
         from shared.celery_app import redis_client
 
         self.name = consumer.hostname
