@@ -168,3 +168,35 @@ def test_the_onnx_form_reads_as_torch_and_a_bad_one_falls_back(data_dir, tmp_pat
     with caplog.at_level(logging.WARNING):
         fallback = StringModel(tmp_path / STRING_MODEL.name, "cpu", 64, runtime="onnx-int8")
     assert fallback.runtime == "torch" and "fails its checksum" in caplog.text
+
+
+
+def _touch_offset_by_rows(canvas, digit, top):
+    """The generated sets' original row-by-row search, kept as the reference."""
+    mine = digit > 127
+    theirs = canvas[top : top + digit.shape[0]] > 127
+    best = None
+    for r in range(digit.shape[0]):
+        near = theirs[max(0, r - 1) : r + 2].any(axis=0)
+        if mine[r].any() and near.any():
+            x = int(np.flatnonzero(near)[-1]) - int(np.flatnonzero(mine[r])[0]) + 1
+            best = x if best is None else max(best, x)
+    return best
+
+
+def test_touch_offset_matches_the_row_by_row_search():
+    """The vectorised offset at which a digit touches its left neighbour gives what the
+    row-by-row loop gave, so the generated string sets stay the same images."""
+    from training.strings import _touch_offset
+
+    rng = np.random.default_rng(5)
+    for _ in range(300):
+        canvas = np.zeros((30, 60), np.uint8)
+        n = int(rng.integers(1, 40))
+        canvas[rng.integers(0, 30, n), rng.integers(0, 25, n)] = 255
+        digit = np.zeros((int(rng.integers(3, 20)), 12), np.uint8)
+        digit[rng.integers(0, len(digit), 10), rng.integers(0, 12, 10)] = 255
+        top = int(rng.integers(0, 30 - len(digit) + 1))
+        expected = _touch_offset_by_rows(canvas, digit, top)
+        if expected is not None:
+            assert _touch_offset(canvas, digit, top) == expected

@@ -57,15 +57,14 @@ def _touch_offset(canvas: np.ndarray, digit: np.ndarray, top: int) -> int:
     h = digit.shape[0]
     mine = digit > 127
     theirs = canvas[top : top + h] > 127
-    best = None
-    for r in range(h):
-        if not mine[r].any():
-            continue
-        near = theirs[max(0, r - 1) : r + 2].any(axis=0)  # diagonal neighbours touch too
-        if not near.any():
-            continue
-        x = int(np.flatnonzero(near)[-1]) - int(np.flatnonzero(mine[r])[0]) + 1
-        best = x if best is None else max(best, x)
+    # Per row: the rightmost ink already there within a row (diagonal neighbours touch
+    # too), and this digit's leftmost ink; -1 where a row has none.
+    right = np.where(theirs.any(axis=1), theirs.shape[1] - 1 - np.argmax(theirs[:, ::-1], 1), -1)
+    near = right.copy()
+    near[1:] = np.maximum(near[1:], right[:-1])
+    near[:-1] = np.maximum(near[:-1], right[1:])
+    rows = mine.any(axis=1) & (near >= 0)
+    best = int((near[rows] - np.argmax(mine[rows], 1)).max()) + 1 if rows.any() else None
     if best is None:  # no shared rows: bounding boxes side by side
         cols = np.flatnonzero(theirs.any(axis=0) if theirs.any() else canvas.any(axis=0))
         best = int(cols[-1]) + 1 if cols.size else MARGIN

@@ -12,6 +12,7 @@ number % 5 is in them, never the folds it is tested on).
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -53,12 +54,15 @@ def _marks(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return 255 - ink
 
 
-def synthetic(data_dir, count: int, seed: int) -> tuple[list[np.ndarray], list[str]]:
-    """`count` training strings as strips, with their digits."""
+CHUNK = 1_000  # strings made per task; each chunk has its own generator, seeded (seed, k)
+
+
+def _synthetic_chunk(job) -> tuple[list[np.ndarray], list[str]]:
     from shared.mnist import load_split
 
+    data_dir, count, seed, k = job
     train = load_split(data_dir, "train")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng((seed, k))
     lengths = np.array(list(LENGTHS))
     odds = np.array(list(LENGTHS.values()), float)
     strips, texts = [], []
@@ -77,6 +81,22 @@ def synthetic(data_dir, count: int, seed: int) -> tuple[list[np.ndarray], list[s
         if strip is not None:
             strips.append(strip.pixels)
             texts.append("".join(str(int(train.labels[i])) for i in idx))
+    return strips, texts
+
+
+def synthetic(data_dir, count: int, seed: int, workers: int | None = None
+              ) -> tuple[list[np.ndarray], list[str]]:
+    """`count` training strings as strips, with their digits, made in chunks on every
+    core (the same strings for a seed, whatever the number of cores)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    jobs = [(str(data_dir), min(CHUNK, count - start), seed, start // CHUNK)
+            for start in range(0, count, CHUNK)]
+    strips, texts = [], []
+    with ProcessPoolExecutor(workers or os.cpu_count() or 1) as pool:
+        for s, t in pool.map(_synthetic_chunk, jobs):
+            strips += s
+            texts += t
     return strips, texts
 
 
@@ -144,7 +164,8 @@ def _tensor(strips: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
 
 def train(data_dir, out: Path, count: int = 60_000, epochs: int = 8, real_dir=None,
           real_folds: tuple[int, ...] = (), real_repeat: int = 8, seed: int = 0,
-          threads: int = 2, log=print, augment_real: bool = True) -> dict:
+          threads: int = 2, log=print, augment_real: bool = True,
+          channels: tuple[int, ...] = (8, 16, 32, 48), hidden: int = 96) -> dict:
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -154,7 +175,7 @@ def train(data_dir, out: Path, count: int = 60_000, epochs: int = 8, real_dir=No
     texts += real_texts * real_repeat
     log(f"{len(strips)} strips ({len(real_strips)} real fields x {real_repeat}) made in "
         f"{time.perf_counter() - started:.0f} s")
-    model = StringNet()
+    model = StringNet(channels, hidden)
     batch = 64
     steps = epochs * -(-len(strips) // batch)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
@@ -197,21 +218,25 @@ def train(data_dir, out: Path, count: int = 60_000, epochs: int = 8, real_dir=No
 
 def main() -> None:  # pragma: no cover - a long run, started by hand
     import argparse
-    import os
 
     p = argparse.ArgumentParser()
     p.add_argument("--out", type=Path, default=Path("models/digits-strings.safetensors"))
     p.add_argument("--count", type=int, default=60_000)
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--real-folds", default="0,1,2")
+    p.add_argument("--real-repeat", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--channels", default="8,16,32,48", help="the four convolutions' widths")
+    p.add_argument("--hidden", type=int, default=96, help="the 1-D convolutions' width")
     p.add_argument("--no-augment", action="store_true",
                    help="real fields as they are (learnt by heart: 100 %% trained, 71 %% new)")
     args = p.parse_args()
     folds = tuple(int(f) for f in args.real_folds.split(",") if f)
     meta = train(os.environ.get("DIGITS_DATA_DIR", "data/mnist"), args.out, args.count,
-                 args.epochs, os.environ.get("DIGITS_REAL_DATA_DIR"), folds, seed=args.seed,
-                 augment_real=not args.no_augment)
+                 args.epochs, os.environ.get("DIGITS_REAL_DATA_DIR"), folds, args.real_repeat,
+                 seed=args.seed,
+                 augment_real=not args.no_augment,
+                 channels=tuple(int(c) for c in args.channels.split(",")), hidden=args.hidden)
     print(json.dumps(meta))
 
 
