@@ -200,3 +200,23 @@ def test_touch_offset_matches_the_row_by_row_search():
         expected = _touch_offset_by_rows(canvas, digit, top)
         if expected is not None:
             assert _touch_offset(canvas, digit, top) == expected
+
+
+def test_string_training_writes_a_model_the_worker_reads(data_dir, tmp_path):
+    """The training entry point end to end on a handful of strings: an artifact whose
+    metadata names the recipe, loaded and read by the worker's StringModel."""
+    from training.stringtrain import train
+    from worker.strings import StringModel
+
+    if not data_dir.is_dir():
+        pytest.skip("MNIST not found")
+    out = tmp_path / "digits-strings.safetensors"
+    meta = train(data_dir, out, count=48, epochs=1, channels=(4, 4, 8, 8), hidden=8,
+                 log=lambda *_: None)
+    assert meta["trained_on"]["synthetic_strings"] == 48
+    assert meta["architecture"] == {"class": "StringNet", "channels": [4, 4, 8, 8],
+                                    "hidden": 8}
+    model = StringModel(out, "cpu", 16, runtime="torch")
+    reading = model.read([_png(np.full((30, 90), 255, np.uint8))])[0]
+    assert reading.status == "no_digit"  # a blank field, whatever the weights
+    assert len(model.read([_png(255 - np.eye(30, 90, dtype=np.uint8) * 255)])) == 1
