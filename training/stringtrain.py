@@ -88,12 +88,16 @@ def synthetic(data_dir, count: int, seed: int, workers: int | None = None
               ) -> tuple[list[np.ndarray], list[str]]:
     """`count` training strings as strips, with their digits, made in chunks on every
     core (the same strings for a seed, whatever the number of cores)."""
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     jobs = [(str(data_dir), min(CHUNK, count - start), seed, start // CHUNK)
             for start in range(0, count, CHUNK)]
     strips, texts = [], []
-    with ProcessPoolExecutor(workers or os.cpu_count() or 1) as pool:
+    # Spawned, not forked: a fork of a process running other threads (torch's, a test
+    # suite's) can inherit a lock held by one of them and wait on it for ever.
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=spawn) as pool:
         for s, t in pool.map(_synthetic_chunk, jobs):
             strips += s
             texts += t
