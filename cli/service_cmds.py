@@ -100,7 +100,8 @@ def cmd_api(args) -> int:
             "--config", "python:api.gunicorn_conf",
             "--bind", f"{args.host}:{args.port}",
             "--workers", str(args.processes or settings.api_processes),
-            "--threads", str(args.threads or settings.api_threads), "--worker-class", "gthread",
+            "--threads", str(args.threads or settings.api_threads),
+            "--worker-class", settings.api_worker,
             "--timeout", "120", "--graceful-timeout", "20",
             "--error-logfile", "-", "--log-level", "warning"]
     if os.path.isdir("/dev/shm"):

@@ -90,10 +90,17 @@ class Settings(BaseSettings):
         default=10.0, gt=0,
         description="How long POST /api/v1/predict waits for a lane worker (then 504).")
     api_processes: int = Field(default=2, ge=1, description="`digits api`'s gunicorn processes.")
+    api_worker: Literal["gevent", "gthread"] = Field(
+        default="gevent",
+        description="gunicorn's worker class for `digits api`: `gevent` serves each "
+                    "connection on a greenlet of one event loop (a /predict call waits on "
+                    "Redis without a thread; 1.1-1.2x the requests of `gthread` at 32 "
+                    "clients, bench/interactive.py); `gthread` a pool of threads.")
     api_threads: int = Field(
         default=32, ge=1,
-        description="Threads per API process: each holds one request, and a /predict call "
-                    "holds its thread while the lane answers (32: bench/interactive.py).")
+        description="Threads per API process with DIGITS_API_WORKER=gthread: each holds "
+                    "one request, and a /predict call holds its thread while the lane "
+                    "answers.")
     lane_processes: int = Field(
         default=1, ge=1,
         description="Processes of an interactive (lane) worker; each batches whatever "

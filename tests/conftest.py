@@ -50,6 +50,19 @@ def wait_for(condition, timeout: float, interval: float = 0.1, what: str = "cond
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} ({last_error})")
 
 
+@pytest.fixture(autouse=True)
+def _log_ids_do_not_leak():
+    """A service function called outside a request (a test's set-up) names its job in the
+    log context, which only a request's teardown clears: each test starts without ids
+    and leaves none behind for the next."""
+    from shared import logs
+
+    tokens = [logs.REQUEST_ID.set(None), logs.JOB_ID.set(None)]
+    yield
+    for token in reversed(tokens):
+        token.var.reset(token)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     return DATA_DIR

@@ -93,6 +93,43 @@ def test_a_full_lane_answers_503_with_retry_after(lane_app, redis_db, monkeypatc
     assert lane.waiting(client) == 0
 
 
+def test_refusals_leave_nothing_behind_and_a_lost_connection_is_retried(redis_db):
+    """One image goes out as push + BLPOP in one round trip: a refusal must come back at
+    once (not after the timeout) and leave no key; a flushed script cache or a dropped
+    connection costs nothing."""
+    client = redis.Redis.from_url(redis_db)
+    full = lane.Lane(client, max_waiting=0, timeout_s=20)
+    started = time.monotonic()
+    with pytest.raises(lane.LaneBusy):
+        full.ask_many([b"image"], "rid")
+    with pytest.raises(lane.LaneBusy):  # several images: all or none
+        full.ask_many([b"one", b"two"], "rid")
+    limited = lane.Lane(client, max_waiting=10, timeout_s=20)
+    with pytest.raises(lane.RateLimited) as exc:
+        limited.ask_many([b"image"], "rid", account="acct", limits=[(0, 60)])
+    assert 1 <= exc.value.retry_after_s <= 60
+    assert time.monotonic() - started < 5  # no refusal waited for its BLPOP's timeout
+    assert lane.waiting(client) == 0
+    assert not list(client.scan_iter(lane.REPLY_PREFIX + "*"))
+
+    def answer_one():  # a stand-in lane worker: answers the next request with its id
+        raw = client.blpop([lane.REQUESTS_KEY], timeout=10)[1]
+        request = lane.decode(raw)
+        pipe = client.pipeline()
+        lane.answer(pipe, request, {"echo": request.request_id})
+        pipe.execute()
+
+    client.script_flush()
+    own = limited._own()
+    # As after a Redis restart: the server closes the connection under the client.
+    client.client_kill_filter(_id=own.client_id())
+    for rid in ("after-flush", "again"):
+        worker = threading.Thread(target=answer_one)
+        worker.start()
+        assert limited.ask_many([b"image"], rid) == [{"echo": rid}]
+        worker.join(10)
+
+
 def test_a_request_nobody_waits_for_is_dropped(redis_db, shipped_model):
     from worker import lane as lane_worker
     from worker.inference import Predictor
