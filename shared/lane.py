@@ -208,12 +208,15 @@ def answer(pipe, request: Request, result: dict) -> None:
     pipe.expire(request.reply_key, REPLY_TTL_S)
 
 
-def take(client, most: int, wait_s: float) -> list[bytes]:
-    """Up to `most` waiting requests: blocks up to `wait_s` for the first, then takes
-    whatever else is waiting in one more round trip (LPOP with a count, Redis >= 6.2)."""
+def take(client, most: int, wait_s: float, gather_s: float = 0.0) -> list[bytes]:
+    """Up to `most` waiting requests: blocks up to `wait_s` for the first, waits
+    `gather_s` more for others to arrive, then takes whatever else is waiting in one more
+    round trip (LPOP with a count, Redis >= 6.2)."""
     first = client.blpop([REQUESTS_KEY], timeout=wait_s)
     if first is None:
         return []
+    if gather_s > 0 and most > 1:
+        time.sleep(gather_s)
     rest = client.lpop(REQUESTS_KEY, most - 1) if most > 1 else None
     return [first[1], *(rest or [])]
 

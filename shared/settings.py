@@ -105,6 +105,12 @@ class Settings(BaseSettings):
         default=1, ge=1,
         description="Processes of an interactive (lane) worker; each batches whatever "
                     "predictions wait (bench/interactive.py).")
+    lane_gather_ms: float = Field(
+        default=3.0, ge=0, le=50,
+        description="While bulk chunks are being worked, a lane process waits this long "
+                    "after a prediction arrives for others to share its forward pass: "
+                    "fewer, fuller batches leave the bulk job its share of the CPU "
+                    "(bench/interactive.py); never when no bulk work runs. 0: never.")
     predict_max_images: int = Field(
         default=64, ge=1,
         description="Images one /predict call may send as `images` parts (answered in one "

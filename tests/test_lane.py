@@ -212,3 +212,29 @@ def test_a_field_of_digits_is_read_whole_with_mode_string(lane_app, lane_worker,
     assert [d["text"] for d in many.json["data"]] == [e["text"] for e in expected]
     bad = client.post("/api/v1/predict?mode=words", data=made.blobs[0], content_type="image/png")
     assert bad.status_code == 400 and bad.json["error"]["code"] == "bad_mode"
+
+
+def test_the_lane_gathers_fuller_batches_only_beside_bulk_work(redis_db):
+    from kombu.transport.redis import Channel
+
+    from shared.queues import BULK_QUEUE, BULK_UNACKED_KEY
+    from worker.lane import BulkWatch
+
+    assert BULK_UNACKED_KEY == Channel.unacked_key  # where kombu keeps chunks being worked
+    client = redis.Redis.from_url(redis_db)
+    client.delete(BULK_QUEUE, BULK_UNACKED_KEY)
+    watch = BulkWatch(client, gather_s=0.003, every_s=0)
+    assert watch.gather_s() == 0  # predictions alone: no wait at all
+    client.rpush(BULK_QUEUE, b"chunk waiting")
+    assert watch.gather_s() == 0.003
+    client.delete(BULK_QUEUE)
+    client.hset(BULK_UNACKED_KEY, "tag", b"chunk being worked")
+    assert watch.gather_s() == 0.003
+    client.delete(BULK_UNACKED_KEY)
+    assert watch.gather_s() == 0
+    assert BulkWatch(client, gather_s=0).gather_s() == 0  # DIGITS_LANE_GATHER_MS=0
+
+    # The gathered batch holds what arrived during the wait.
+    client.rpush(lane.REQUESTS_KEY, b"first")
+    threading.Timer(0.05, lambda: client.rpush(lane.REQUESTS_KEY, b"second")).start()
+    assert lane.take(client, 8, wait_s=1, gather_s=0.5) == [b"first", b"second"]
