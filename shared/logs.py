@@ -4,7 +4,7 @@ Each record carries the request id and the job id in scope, when there are some.
 API takes the request id from `X-Request-ID` (or makes one) for each request; tasks
 carry it, and the job id, in their message headers (shared.celery_app), and the
 worker puts them back in scope while it runs the task. Both live in context
-variables, so threads (gunicorn's gthread workers, the interactive worker's pool)
+variables, so greenlets and threads (gunicorn's gevent or gthread workers, a pool)
 never see each other's.
 
 Secrets stay out: passwords in URLs, bearer tokens and the metrics token are masked
