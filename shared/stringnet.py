@@ -29,10 +29,16 @@ def _conv(c_in: int, c_out: int) -> list[nn.Module]:
     return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
 
 
+# The shipped network's shape (docs/strings.md): the four convolutions' widths and the
+# 1-D convolutions' width. Training's defaults are these; a saved model names its own.
+CHANNELS = (16, 32, 64, 96)
+HIDDEN = 128
+
+
 class StringNet(nn.Module):
     """(N, 1, 32, W) in [0, 1], ink bright -> (W / 4, N, 11) log-probabilities."""
 
-    def __init__(self, channels: tuple[int, ...] = (16, 32, 64, 96), hidden: int = 128) -> None:
+    def __init__(self, channels: tuple[int, ...] = CHANNELS, hidden: int = HIDDEN) -> None:
         super().__init__()
         c1, c2, c3, c4 = channels
         self.features = nn.Sequential(

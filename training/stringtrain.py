@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from shared.fields import field_strip
-from shared.stringnet import BLANK, STRIDE, StringNet, save
+from shared.stringnet import BLANK, CHANNELS, HIDDEN, STRIDE, StringNet, save
 from training.strings import KINDS, _png, render
 
 LENGTHS = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 4, 7: 3, 8: 2}  # relative odds of each length
@@ -57,11 +57,19 @@ def _marks(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 CHUNK = 1_000  # strings made per task; each chunk has its own generator, seeded (seed, k)
 
 
-def _synthetic_chunk(job) -> tuple[list[np.ndarray], list[str]]:
+_train = None  # MNIST's training split, read once by each pool process
+
+
+def _load_train(data_dir: str) -> None:
+    global _train
     from shared.mnist import load_split
 
-    data_dir, count, seed, k = job
-    train = load_split(data_dir, "train")
+    _train = load_split(data_dir, "train")
+
+
+def _synthetic_chunk(job) -> tuple[list[np.ndarray], list[str]]:
+    count, seed, k = job
+    train = _train
     rng = np.random.default_rng((seed, k))
     lengths = np.array(list(LENGTHS))
     odds = np.array(list(LENGTHS.values()), float)
@@ -91,13 +99,14 @@ def synthetic(data_dir, count: int, seed: int, workers: int | None = None
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    jobs = [(str(data_dir), min(CHUNK, count - start), seed, start // CHUNK)
+    jobs = [(min(CHUNK, count - start), seed, start // CHUNK)
             for start in range(0, count, CHUNK)]
     strips, texts = [], []
     # Spawned, not forked: a fork of a process running other threads (torch's, a test
     # suite's) can inherit a lock held by one of them and wait on it for ever.
     spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=spawn) as pool:
+    with ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=spawn,
+                             initializer=_load_train, initargs=(str(data_dir),)) as pool:
         for s, t in pool.map(_synthetic_chunk, jobs):
             strips += s
             texts += t
@@ -169,7 +178,7 @@ def _tensor(strips: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
 def train(data_dir, out: Path, count: int = 120_000, epochs: int = 3, real_dir=None,
           real_folds: tuple[int, ...] = (), real_repeat: int = 24, seed: int = 0,
           threads: int = 2, log=print, augment_real: bool = True,
-          channels: tuple[int, ...] = (16, 32, 64, 96), hidden: int = 128) -> dict:
+          channels: tuple[int, ...] = CHANNELS, hidden: int = HIDDEN) -> dict:
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -230,8 +239,9 @@ def main() -> None:  # pragma: no cover - a long run, started by hand
     p.add_argument("--real-folds", default="0,1,2")
     p.add_argument("--real-repeat", type=int, default=24)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--channels", default="16,32,64,96", help="the four convolutions' widths")
-    p.add_argument("--hidden", type=int, default=128, help="the 1-D convolutions' width")
+    p.add_argument("--channels", default=",".join(map(str, CHANNELS)),
+                   help="the four convolutions' widths")
+    p.add_argument("--hidden", type=int, default=HIDDEN, help="the 1-D convolutions' width")
     p.add_argument("--no-augment", action="store_true",
                    help="real fields as they are (learnt by heart: 100 %% trained, 71 %% new)")
     args = p.parse_args()
