@@ -25,7 +25,8 @@ def register(sub) -> None:
     p.add_argument("--processes", type=int, default=None,
                    help="gunicorn worker processes (default DIGITS_API_PROCESSES)")
     p.add_argument("--threads", type=int, default=None,
-                   help="threads per gunicorn process (default DIGITS_API_THREADS)")
+                   help="threads per gunicorn process when DIGITS_API_WORKER=gthread "
+                        "(default DIGITS_API_THREADS)")
     p.set_defaults(func=cmd_api)
 
     p = sub.add_parser("worker", help="run a worker (bulk: Celery; interactive: the lane) "
