@@ -220,7 +220,7 @@ def test_the_lane_gathers_fuller_batches_only_beside_bulk_work(redis_db):
     from shared.queues import BULK_QUEUE, BULK_UNACKED_KEY
     from worker.lane import BulkWatch
 
-    assert BULK_UNACKED_KEY == Channel.unacked_key  # where kombu keeps chunks being worked
+    assert Channel.unacked_key == BULK_UNACKED_KEY  # where kombu keeps chunks being worked
     client = redis.Redis.from_url(redis_db)
     client.delete(BULK_QUEUE, BULK_UNACKED_KEY)
     watch = BulkWatch(client, gather_s=0.003, every_s=0)
