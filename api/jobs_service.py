@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError
+from api.turns import taking_turns
 from api.uploads import Collected, Upload
 from shared import db, dispatch, jobstate, logs, metrics, retention
 from shared.models import Item, ItemStatus, Job, JobAdd, JobMode, JobStatus, new_job_id
@@ -45,10 +46,6 @@ RUN_ROWS = 500
 # SQLite's lock is not fair: a waiting writer's busy handler looks for it at most 100 ms
 # apart, and would miss a gap of microseconds between runs. A pause this long lets it in.
 SQLITE_RUN_PAUSE_S = 0.11
-# An API process serves its requests on one gevent loop: reading and checking a
-# request's 500 files took 10-25 ms without a break, and /predict calls in the same
-# process waited behind it (p99 beside a bulk upload 65-84 ms, then 31-42 ms).
-YIELD_EVERY = 64
 
 
 def _item_rows(job_id: str, uploads: list[Upload]) -> list[dict]:
@@ -83,11 +80,12 @@ def _count_received(uploads: list[Upload], queued: int) -> None:
 def _runs(uploads: Iterable[Upload]) -> Iterator[list[Upload]]:
     run: list[Upload] = []
     size = 0
-    for upload in uploads:
+    # Reading and checking a request's 500 files took 10-25 ms without a break: /predict
+    # calls in the same process waited behind it (p99 beside a bulk upload 65-84 ms,
+    # then 31-42 ms).
+    for upload in taking_turns(uploads):
         run.append(upload)
         size += len(upload.content)
-        if len(run) % YIELD_EVERY == 0:
-            time.sleep(0)  # a turn for the process's other requests (gevent: a yield)
         if size >= RUN_BYTES or len(run) >= RUN_ROWS:
             yield run
             run.clear()  # stored: its bytes go before the next run is read

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from api import auth, limits, serialize
 from api import jobs_service as svc
 from api.errors import ApiError
+from api.turns import taking_turns
 from api.uploads import collect
 from shared import db, jobstate
 from shared.formats import sniff_format
@@ -159,7 +160,7 @@ def results(job_id: str):
         page = svc.result_page(s, job_id, after, limit + 1, statuses, review)
     more = len(page) > limit
     page = page[:limit]
-    return jsonify({"object": "list", "data": [serialize.item(i) for i in page],
+    return jsonify({"object": "list", "data": [serialize.item(i) for i in taking_turns(page)],
                     "has_more": more,
                     "next_cursor": svc.encode_cursor(page[-1].id) if more else None})
 

@@ -203,3 +203,14 @@ def test_readyz_says_what_is_wrong_without_leaking_connection_strings(use_databa
     for secret in ("s3cret", "127.0.0.1", "digits:", "postgresql", "redis://"):
         assert secret not in body
     assert client.get("/healthz").json == {"status": "ok"}
+
+
+def test_long_loops_give_other_requests_turns(monkeypatch):
+    """An API process serves its requests on one gevent loop: a long loop in a request
+    hands the loop to the others every so often (api/turns.py)."""
+    from api import turns
+
+    turns_taken = []
+    monkeypatch.setattr(turns.time, "sleep", turns_taken.append)
+    assert list(turns.taking_turns(range(10), every=4)) == list(range(10))
+    assert turns_taken == [0, 0]

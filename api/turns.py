@@ -1,0 +1,25 @@
+"""Turns for other requests during a long loop.
+
+`digits api` serves each process's requests on one gevent event loop (DIGITS_API_WORKER),
+which switches requests only when one waits on I/O: a loop of pure Python over an
+upload's files or a page of results held up every /predict call in its process for
+tens of milliseconds (docs/scaling.md, "The interactive lane"). `time.sleep(0)` is a
+turn under gevent, and a moment without the GIL for the gthread worker's threads.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+EVERY = 64
+
+
+def taking_turns(items: Iterable[T], every: int = EVERY) -> Iterator[T]:
+    """The items, with a turn for the process's other requests every `every` of them."""
+    for n, item in enumerate(items, 1):
+        yield item
+        if n % every == 0:
+            time.sleep(0)
