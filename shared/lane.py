@@ -43,7 +43,7 @@ REPLY_TTL_S = 30
 _PUSH_IF_ROOM = """
 local function refuse(code, value)
   redis.call('RPUSH', KEYS[2], 'refused')
-  redis.call('EXPIRE', KEYS[2], 30)
+  redis.call('EXPIRE', KEYS[2], REPLY_TTL_S)
   return {code, value}
 end
 if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return refuse(0, 0) end
@@ -58,7 +58,7 @@ if ARGV[3] ~= '' then
   end
 end
 return {1, redis.call('RPUSH', KEYS[1], ARGV[1])}
-"""
+""".replace("REPLY_TTL_S", str(REPLY_TTL_S))
 RATE_PREFIX = "digits-rate:predict:"
 
 
