@@ -107,7 +107,7 @@ class Settings(BaseSettings):
                     "predictions wait (bench/interactive.py).")
     lane_gather_ms: float = Field(
         default=3.0, ge=0, le=50,
-        description="While bulk chunks are being worked, a lane process waits this long "
+        description="While bulk chunks wait or are being worked, a lane process waits this long "
                     "after a prediction arrives for others to share its forward pass: "
                     "fewer, fuller batches leave the bulk job its share of the CPU "
                     "(bench/interactive.py); never when no bulk work runs. 0: never.")

@@ -17,15 +17,14 @@ would see it:
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
 
 from training.data import Tensors
 from training.labelled import TRAIN, real_parts
+from training.pools import spawned_pool
 
 RENDERED = 20_000
 REAL_REPEAT = {"optdigits": 3, "orand-car-a-digits": 5}
@@ -91,9 +90,7 @@ def extra_training(train_set: Tensors, real_dir, rendered: int = RENDERED,
     neg_step = max(1, -(-negatives // (workers * 4)))
     neg_jobs = [(min(neg_step, negatives - i), i) for i in range(0, negatives, neg_step)]
     xs, ys = [], []
-    # Spawned, not forked: a fork of a process running other threads (torch's, a test
-    # suite's) can inherit a lock one of them holds and wait on it for ever.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with spawned_pool(workers) as pool:
         for x, y in pool.map(_render_digits, digit_jobs):
             xs.append(x)
             ys.append(y)

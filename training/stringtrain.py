@@ -22,6 +22,7 @@ from PIL import Image
 
 from shared.fields import field_strip
 from shared.stringnet import BLANK, CHANNELS, HIDDEN, STRIDE, StringNet, save
+from training.pools import spawned_pool
 from training.strings import KINDS, _png, render
 
 LENGTHS = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 4, 7: 3, 8: 2}  # relative odds of each length
@@ -96,17 +97,11 @@ def synthetic(data_dir, count: int, seed: int, workers: int | None = None
               ) -> tuple[list[np.ndarray], list[str]]:
     """`count` training strings as strips, with their digits, made in chunks on every
     core (the same strings for a seed, whatever the number of cores)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     jobs = [(min(CHUNK, count - start), seed, start // CHUNK)
             for start in range(0, count, CHUNK)]
     strips, texts = [], []
-    # Spawned, not forked: a fork of a process running other threads (torch's, a test
-    # suite's) can inherit a lock held by one of them and wait on it for ever.
-    spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers or os.cpu_count() or 1, mp_context=spawn,
-                             initializer=_load_train, initargs=(str(data_dir),)) as pool:
+    with spawned_pool(workers or os.cpu_count() or 1, initializer=_load_train,
+                      initargs=(str(data_dir),)) as pool:
         for s, t in pool.map(_synthetic_chunk, jobs):
             strips += s
             texts += t
