@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from sqlalchemy import Row
+
 from shared import csvsafe, retention
-from shared.models import Item, ItemStatus, Job
+from shared.models import ItemStatus, Job
 from shared.settings import get_settings
 
 PREFIX = "/api/v1"
@@ -50,7 +52,8 @@ def job(j: Job, counts: dict[str, int]) -> dict:
     }
 
 
-def item(i: Item) -> dict:
+def item(i: Row) -> dict:
+    """One result: `i` is a row of jobs_service.RESULT_COLUMNS (or an Item)."""
     base = f"{PREFIX}/jobs/{i.job_id}/items/{i.id}"
     links = {"image": f"{base}/image"}
     if i.status in (ItemStatus.DONE, ItemStatus.NO_DIGIT):
@@ -76,7 +79,7 @@ CSV_COLUMNS = ["id", "filename", "status", "digit", "confidence", "needs_review"
                *[f"p{d}" for d in range(10)], "text"]
 
 
-def csv_row(i: Item) -> list:
+def csv_row(i: Row) -> list:
     probs = i.probabilities or [None] * 10
     conf = None if i.confidence is None else f"{i.confidence:.6f}"
     # Filenames and errors come from the uploader: neutralised against spreadsheet formulas.

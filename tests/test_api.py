@@ -213,4 +213,4 @@ def test_long_loops_give_other_requests_turns(monkeypatch):
     turns_taken = []
     monkeypatch.setattr(turns.time, "sleep", turns_taken.append)
     assert list(turns.taking_turns(range(10), every=4)) == list(range(10))
-    assert turns_taken == [0, 0]
+    assert turns_taken == [turns.TURN_S, turns.TURN_S]

@@ -13,6 +13,7 @@ while one batch runs, the next gathers; beside bulk work a short wait fills it
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -111,6 +112,9 @@ def _lane_process(ready) -> None:
     warm_up(predictor)
     client = _redis()
     watch = BulkWatch(client, get_settings().lane_gather_ms / 1000)
+    # The model and the libraries, loaded for good, leave the collector's full passes
+    # (which would otherwise walk them all while callers wait, as in the API).
+    gc.freeze()
     ready.set()
     log.info("lane process ready (model %s)", predictor.version)
     while not stopping and os.getppid() == parent:
