@@ -15,7 +15,7 @@ boxes of the digits read.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from PIL import Image
@@ -147,6 +147,19 @@ def strip_of(ink: np.ndarray, scale: float, width: int, height: int) -> Strip | 
         np.asarray(resized), 0, 1)
     return Strip(pixels, float(left), float(top), inner_width / crop.shape[1], factor, scale,
                  width, height)
+
+
+def stretched(strip: Strip, factor: float) -> Strip:
+    """The strip with its ink `factor` times as wide (margins and height kept): another
+    look at the same field, whose boxes still map back to the image."""
+    cols = np.flatnonzero(strip.pixels.any(axis=0))
+    right = int(cols[-1]) + 1 if cols.size else SIDE + 1
+    ink = strip.pixels[:, SIDE:right]
+    width = max(1, min(MAX_STRIP_WIDTH - 2 * SIDE, round(ink.shape[1] * factor)))
+    resized = Image.fromarray(ink, "F").resize((width, HEIGHT), Image.BILINEAR)
+    pixels = np.zeros((HEIGHT, -(-(width + 2 * SIDE) // STRIDE) * STRIDE), np.float32)
+    pixels[:, SIDE : SIDE + width] = np.clip(np.asarray(resized), 0, 1)
+    return replace(strip, pixels=pixels, fx=strip.fx * width / ink.shape[1])
 
 
 def field_strip(data: bytes, max_pixels: int) -> Strip | None:

@@ -8,23 +8,30 @@ passes its batched model (worker/strings.py); tests can pass anything.
 Greedy CTC decoding: the most likely class in each column, repeats merged, blanks
 dropped. Each digit read keeps the columns it came from: its confidence is the highest
 probability it had in them, its box those columns' ink, mapped back to the image.
+
+Each field is read in several looks (LOOK_WIDTHS: the strip, and its ink narrower and
+wider) and the text most of them read wins; when no text has a majority the plain
+strip's reading stands, flagged for review. A digit squeezed against its neighbour in
+one look is apart in another (docs/strings.md).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
 
 import numpy as np
 
-from shared.fields import HEIGHT, STRIDE, Strip, field_strip
+from shared.fields import HEIGHT, STRIDE, Strip, field_strip, stretched
 from shared.imaging import MAX_IMAGE_PIXELS, ImageError
 
 MAX_DIGITS = 20  # a field holding more digits is refused
 BLANK = 10
 DEFAULT_REVIEW_THRESHOLD = 0.9  # a digit less sure than this sends its string to review
 REACH = 4.5  # network columns (of 4 px in a 32-px strip) a digit's box reaches either side
+LOOK_WIDTHS = (1.0, 0.9, 1.1, 0.8, 1.2)  # the ink's width in each look, the plain strip first
 
 
 @dataclass
@@ -118,14 +125,31 @@ def strips(images: list[bytes], max_pixels: int = MAX_IMAGE_PIXELS
     return out
 
 
+def _vote(looks: list[Reading]) -> Reading:
+    """The reading of the text most looks agree on; the plain strip's (flagged for review)
+    when none has a majority. It keeps the plain strip as what the network saw."""
+    texts = Counter(r.text for r in looks if r.status == "done")
+    text, votes = texts.most_common(1)[0] if texts else (None, 0)
+    if votes * 2 > len(looks):
+        chosen = next(r for r in looks if r.text == text)
+    else:
+        chosen = looks[0]
+        if chosen.status == "done" and len(looks) > 1:
+            chosen.needs_review = True
+    chosen.strip = looks[0].strip
+    return chosen
+
+
 def read_fields(images: list[bytes],
                 log_probs: Callable[[list[np.ndarray]], list[np.ndarray]],
                 review: float = DEFAULT_REVIEW_THRESHOLD,
-                max_pixels: int = MAX_IMAGE_PIXELS) -> list[Reading]:
+                max_pixels: int = MAX_IMAGE_PIXELS, looks: int = 1) -> list[Reading]:
     """Bytes of field images -> their readings, in order; a bad image fails alone. The
-    strips of all the fields go through `log_probs` in one call."""
+    strips of all the fields, in all their `looks`, go through `log_probs` in one call."""
     prepared = strips(images, max_pixels)
     todo = [p for p in prepared if isinstance(p, Strip)]
-    outputs = iter(log_probs([s.pixels for s in todo]) if todo else [])
-    return [p if isinstance(p, Reading) else reading(p, next(outputs), review)
-            for p in prepared]
+    views = [[s, *(stretched(s, f) for f in LOOK_WIDTHS[1:looks])] for s in todo]
+    flat = [v for vs in views for v in vs]
+    outputs = iter(log_probs([v.pixels for v in flat]) if flat else [])
+    readings = iter([_vote([reading(v, next(outputs), review) for v in vs]) for vs in views])
+    return [p if isinstance(p, Reading) else next(readings) for p in prepared]

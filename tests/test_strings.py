@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from shared import strings
-from shared.fields import HEIGHT, MAX_FIELD_WIDTH, STRIDE, field_strip
+from shared.fields import HEIGHT, MAX_FIELD_WIDTH, STRIDE, field_strip, stretched
 from shared.strings import BLANK, best_path, read_fields
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,6 +80,55 @@ def test_blank_wide_corrupt_and_crowded_fields():
     r = read_fields([_png(page)], crowded)[0]
     assert r.status == "failed" and r.error.startswith("too_many_digits")
     assert str(strings.MAX_DIGITS) in r.error
+
+
+def test_a_stretched_look_maps_its_boxes_back_to_the_same_ink():
+    page = np.full((60, 300), 255, np.uint8)
+    page[10:50, 100:110] = 0
+    strip = field_strip(_png(page), 10**8)
+    for factor in strings.LOOK_WIDTHS:
+        look = stretched(strip, factor)
+        assert look.pixels.shape[0] == HEIGHT and look.pixels.shape[1] % STRIDE == 0
+        ink = np.flatnonzero(look.pixels.max(axis=0) > 0.2)
+        assert abs((ink[-1] + 1 - ink[0]) - factor * 10 * strip.fx) <= 2
+        left, _, right, _ = look.to_source(ink[0], 0, ink[-1] + 1, HEIGHT)
+        assert abs(left - 100) <= 3 and abs(right - 110) <= 3
+
+
+def _reads_by_width(texts: dict[int, str]):
+    """A network that reads `texts[strip width]` (the plain look's width under 0)."""
+    def log_probs(xs):
+        plain = xs[0].shape[1]
+        out = []
+        for x in xs:
+            text = texts.get(x.shape[1], texts[0]) if x.shape[1] != plain else texts[0]
+            columns = [BLANK] * (x.shape[1] // STRIDE)
+            for k, ch in enumerate(text):
+                columns[1 + 2 * k] = int(ch)
+            out.append(_columns(*columns))
+        return out
+    return log_probs
+
+
+def test_the_text_most_looks_read_wins():
+    page = np.full((60, 300), 255, np.uint8)
+    page[10:50, 60:240] = 0
+    image = _png(page)
+    plain = field_strip(image, 10**8)
+    widths = [stretched(plain, f).pixels.shape[1] for f in strings.LOOK_WIDTHS[1:]]
+    assert len(set(widths)) == 4
+    # Three looks of five read "123": it wins over the plain strip's "128".
+    r = read_fields([image], _reads_by_width({0: "128", widths[0]: "123", widths[1]: "123",
+                                              widths[2]: "123", widths[3]: "77"}), looks=5)[0]
+    assert r.text == "123" and not r.needs_review
+    assert r.strip.shape == plain.pixels.shape  # what the network saw: the plain strip
+    # No majority: the plain strip's reading stands, for review.
+    r = read_fields([image], _reads_by_width({0: "128", widths[0]: "123", widths[1]: "123",
+                                              widths[2]: "55", widths[3]: "77"}), looks=5)[0]
+    assert r.text == "128" and r.needs_review
+    # One look: the plain strip alone, as sure as its digits.
+    r = read_fields([image], _reads_by_width({0: "128"}), looks=1)[0]
+    assert r.text == "128" and not r.needs_review
 
 
 @pytest.fixture(scope="module")

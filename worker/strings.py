@@ -89,8 +89,9 @@ class StringModel:
         return out  # type: ignore[return-value]
 
     def read(self, images: list[bytes]) -> list[Reading]:
-        return read_fields(images, self.log_probs, self.review,
-                           get_settings().max_image_pixels)
+        settings = get_settings()
+        return read_fields(images, self.log_probs, self.review, settings.max_image_pixels,
+                           settings.string_looks)
 
 
 _model: StringModel | None = None
