@@ -64,10 +64,11 @@ class Settings(BaseSettings):
                                      "ONNX Runtime); 0 lets the runtime decide.")
     string_looks: int = Field(
         default=5, ge=1, le=5,
-        description="Looks the string network takes at each field: the strip as it is, "
-                    "then 0.9 and 1.1, 0.8 and 1.2 times as wide; the text most of them "
-                    "read wins (docs/strings.md: +3 points on held-out real fields, at "
-                    "that many times the network's cost). 1: the strip alone.")
+        description="Looks the string network may take at a field: the strip as it is, "
+                    "then, if a digit was read less than 0.99 sure, 0.9 and 1.1, 0.8 and "
+                    "1.2 times as wide; the text most of them read wins (docs/strings.md: "
+                    "+2 points on held-out real fields for 1.6-1.8x the time). 1: the "
+                    "strip alone.")
     runtime: Literal["auto", "onnx-int8", "torch"] = Field(
         default="auto",
         description="What runs the CNN in a worker: auto takes the int8 ONNX model on a CPU "

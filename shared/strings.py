@@ -9,10 +9,10 @@ Greedy CTC decoding: the most likely class in each column, repeats merged, blank
 dropped. Each digit read keeps the columns it came from: its confidence is the highest
 probability it had in them, its box those columns' ink, mapped back to the image.
 
-Each field is read in several looks (LOOK_WIDTHS: the strip, and its ink narrower and
-wider) and the text most of them read wins; when no text has a majority the plain
-strip's reading stands, flagged for review. A digit squeezed against its neighbour in
-one look is apart in another (docs/strings.md).
+A field the plain strip does not read surely is read in several more looks
+(LOOK_WIDTHS: its ink narrower and wider) and the text most of them read wins; when no
+text has a majority the plain strip's reading stands, flagged for review. A digit
+squeezed against its neighbour in one look is apart in another (docs/strings.md).
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ BLANK = 10
 DEFAULT_REVIEW_THRESHOLD = 0.9  # a digit less sure than this sends its string to review
 REACH = 4.5  # network columns (of 4 px in a 32-px strip) a digit's box reaches either side
 LOOK_WIDTHS = (1.0, 0.9, 1.1, 0.8, 1.2)  # the ink's width in each look, the plain strip first
+# A field whose plain look reads every digit at least this surely keeps that reading:
+# it is what the other looks would vote for almost always (docs/strings.md), and a
+# third of the fields need them.
+LOOK_BELOW = 0.99
 
 
 @dataclass
@@ -145,11 +149,18 @@ def read_fields(images: list[bytes],
                 review: float = DEFAULT_REVIEW_THRESHOLD,
                 max_pixels: int = MAX_IMAGE_PIXELS, looks: int = 1) -> list[Reading]:
     """Bytes of field images -> their readings, in order; a bad image fails alone. The
-    strips of all the fields, in all their `looks`, go through `log_probs` in one call."""
+    plain strips of all the fields go through `log_probs` in one call, then the other
+    `looks` of those not read surely (LOOK_BELOW) in another."""
     prepared = strips(images, max_pixels)
     todo = [p for p in prepared if isinstance(p, Strip)]
-    views = [[s, *(stretched(s, f) for f in LOOK_WIDTHS[1:looks])] for s in todo]
+    outputs = iter(log_probs([s.pixels for s in todo]) if todo else [])
+    plain = [reading(s, next(outputs), review) for s in todo]
+    again = [k for k, r in enumerate(plain)
+             if looks > 1 and (r.status != "done" or r.confidence < LOOK_BELOW)]
+    views = [[stretched(todo[k], f) for f in LOOK_WIDTHS[1:looks]] for k in again]
     flat = [v for vs in views for v in vs]
     outputs = iter(log_probs([v.pixels for v in flat]) if flat else [])
-    readings = iter([_vote([reading(v, next(outputs), review) for v in vs]) for vs in views])
+    for k, vs in zip(again, views, strict=True):
+        plain[k] = _vote([plain[k], *(reading(v, next(outputs), review) for v in vs)])
+    readings = iter(plain)
     return [p if isinstance(p, Reading) else next(readings) for p in prepared]

@@ -95,17 +95,21 @@ def test_a_stretched_look_maps_its_boxes_back_to_the_same_ink():
         assert abs(left - 100) <= 3 and abs(right - 110) <= 3
 
 
-def _reads_by_width(texts: dict[int, str]):
-    """A network that reads `texts[strip width]` (the plain look's width under 0)."""
+def _reads_by_width(texts: dict[int, str], sure: float = 0.9, calls: list | None = None):
+    """A network that reads `texts[strip width]` (anything else: `texts[0]`), each digit
+    `sure`; each call's number of strips goes to `calls`."""
     def log_probs(xs):
-        plain = xs[0].shape[1]
+        if calls is not None:
+            calls.append(len(xs))
         out = []
         for x in xs:
-            text = texts.get(x.shape[1], texts[0]) if x.shape[1] != plain else texts[0]
-            columns = [BLANK] * (x.shape[1] // STRIDE)
+            text = texts.get(x.shape[1], texts[0])
+            lp = np.full((x.shape[1] // STRIDE, 11), np.log((1 - sure) / 10))
+            lp[:, BLANK] = np.log(sure)
             for k, ch in enumerate(text):
-                columns[1 + 2 * k] = int(ch)
-            out.append(_columns(*columns))
+                lp[1 + 2 * k] = np.log((1 - sure) / 10)
+                lp[1 + 2 * k, int(ch)] = np.log(sure)
+            out.append(lp)
         return out
     return log_probs
 
@@ -129,6 +133,11 @@ def test_the_text_most_looks_read_wins():
     # One look: the plain strip alone, as sure as its digits.
     r = read_fields([image], _reads_by_width({0: "128"}), looks=1)[0]
     assert r.text == "128" and not r.needs_review
+    # A plain reading sure of every digit stands without the other looks.
+    calls: list[int] = []
+    r = read_fields([image], _reads_by_width({0: "128", widths[0]: "123", widths[1]: "123"},
+                                             sure=0.999, calls=calls), looks=5)[0]
+    assert r.text == "128" and calls == [1]
 
 
 @pytest.fixture(scope="module")
