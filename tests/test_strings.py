@@ -278,3 +278,10 @@ def test_string_training_writes_a_model_the_worker_reads(data_dir, tmp_path):
     reading = model.read([_png(np.full((30, 90), 255, np.uint8))])[0]
     assert reading.status == "no_digit"  # a blank field, whatever the weights
     assert len(model.read([_png(255 - np.eye(30, 90, dtype=np.uint8) * 255)])) == 1
+
+
+def test_string_training_takes_a_folder_or_a_file_for_its_output(tmp_path):
+    from training.stringtrain import weights_path
+
+    assert weights_path(tmp_path) == tmp_path / "digits-strings.safetensors"
+    assert weights_path(tmp_path / "mine.safetensors") == tmp_path / "mine.safetensors"

@@ -223,11 +223,18 @@ def train(data_dir, out: Path, count: int = 120_000, epochs: int = 3, real_dir=N
     return save(model.eval(), meta, out)
 
 
+def weights_path(out: Path) -> Path:
+    """--out names the weights file, or a folder to write digits-strings.safetensors in
+    (a folder given as the file failed only when saving, after the whole run)."""
+    return out / "digits-strings.safetensors" if out.is_dir() else out
+
+
 def main() -> None:  # pragma: no cover - a long run, started by hand
     import argparse
 
     p = argparse.ArgumentParser()
-    p.add_argument("--out", type=Path, default=Path("models/digits-strings.safetensors"))
+    p.add_argument("--out", type=Path, default=Path("models/digits-strings.safetensors"),
+                   help="the weights file, or a folder to write digits-strings.safetensors in")
     # The defaults are the shipped model's recipe (docs/strings.md, "Training").
     p.add_argument("--count", type=int, default=120_000)
     p.add_argument("--epochs", type=int, default=3)
@@ -241,7 +248,8 @@ def main() -> None:  # pragma: no cover - a long run, started by hand
                    help="real fields as they are (learnt by heart: 100 %% trained, 71 %% new)")
     args = p.parse_args()
     folds = tuple(int(f) for f in args.real_folds.split(",") if f)
-    meta = train(os.environ.get("DIGITS_DATA_DIR", "data/mnist"), args.out, args.count,
+    meta = train(os.environ.get("DIGITS_DATA_DIR", "data/mnist"), weights_path(args.out),
+                 args.count,
                  args.epochs, os.environ.get("DIGITS_REAL_DATA_DIR"), folds, args.real_repeat,
                  seed=args.seed,
                  augment_real=not args.no_augment,
