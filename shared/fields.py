@@ -29,6 +29,7 @@ WORK_HEIGHT = 96  # taller images are shrunk to this many rows; short ones are d
 HEIGHT, INNER, SIDE = 32, 28, 4  # strip rows, rows of ink within them, columns of margin
 STRIDE = 4  # the strip's width is a multiple of this (the network's column stride)
 MAX_STRIP_WIDTH = 2048  # a field longer than this is squeezed to it
+MAX_INK_WIDTH = MAX_STRIP_WIDTH - 2 * SIDE
 _EIGHT = np.ones((3, 3), bool)
 
 
@@ -125,6 +126,14 @@ def drop_specks(ink: np.ndarray) -> np.ndarray:
     return np.where(specks[labels] | near, 0.0, ink).astype(np.float32)
 
 
+def _on_strip(ink: Image.Image, top: int) -> np.ndarray:
+    """Resized ink placed on a blank strip: SIDE columns of margin either side, `top`
+    rows above, the width rounded up to the network's stride."""
+    pixels = np.zeros((HEIGHT, -(-(ink.width + 2 * SIDE) // STRIDE) * STRIDE), np.float32)
+    pixels[top : top + ink.height, SIDE : SIDE + ink.width] = np.clip(np.asarray(ink), 0, 1)
+    return pixels
+
+
 def strip_of(ink: np.ndarray, scale: float, width: int, height: int) -> Strip | None:
     """A working-size ink map -> the network's strip; None when no ink is left."""
     ink = drop_specks(remove_lines(ink))
@@ -135,18 +144,11 @@ def strip_of(ink: np.ndarray, scale: float, width: int, height: int) -> Strip | 
     top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     crop = ink[top:bottom, left:right]
     factor = INNER / crop.shape[0]
-    inner_width = max(1, round(crop.shape[1] * factor))
-    if inner_width > MAX_STRIP_WIDTH - 2 * SIDE:
-        inner_width = MAX_STRIP_WIDTH - 2 * SIDE
+    inner_width = min(max(1, round(crop.shape[1] * factor)), MAX_INK_WIDTH)
     resized = Image.fromarray(crop.astype(np.float32), "F").resize(
         (inner_width, INNER), Image.BOX if factor < 1 else Image.BILINEAR)
-    total = -(-(inner_width + 2 * SIDE) // STRIDE) * STRIDE
-    pixels = np.zeros((HEIGHT, total), np.float32)
-    margin = (HEIGHT - INNER) // 2
-    pixels[margin : margin + INNER, SIDE : SIDE + inner_width] = np.clip(
-        np.asarray(resized), 0, 1)
-    return Strip(pixels, float(left), float(top), inner_width / crop.shape[1], factor, scale,
-                 width, height)
+    return Strip(_on_strip(resized, (HEIGHT - INNER) // 2), float(left), float(top),
+                 inner_width / crop.shape[1], factor, scale, width, height)
 
 
 def stretched(strip: Strip, factor: float) -> Strip:
@@ -155,11 +157,9 @@ def stretched(strip: Strip, factor: float) -> Strip:
     cols = np.flatnonzero(strip.pixels.any(axis=0))
     right = int(cols[-1]) + 1 if cols.size else SIDE + 1
     ink = strip.pixels[:, SIDE:right]
-    width = max(1, min(MAX_STRIP_WIDTH - 2 * SIDE, round(ink.shape[1] * factor)))
+    width = max(1, min(MAX_INK_WIDTH, round(ink.shape[1] * factor)))
     resized = Image.fromarray(ink, "F").resize((width, HEIGHT), Image.BILINEAR)
-    pixels = np.zeros((HEIGHT, -(-(width + 2 * SIDE) // STRIDE) * STRIDE), np.float32)
-    pixels[:, SIDE : SIDE + width] = np.clip(np.asarray(resized), 0, 1)
-    return replace(strip, pixels=pixels, fx=strip.fx * width / ink.shape[1])
+    return replace(strip, pixels=_on_strip(resized, 0), fx=strip.fx * width / ink.shape[1])
 
 
 def field_strip(data: bytes, max_pixels: int) -> Strip | None:
