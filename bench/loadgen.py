@@ -1,10 +1,15 @@
 """A closed-loop HTTP load client for the interactive lane (and its baseline).
 
-N threads, one keep-alive HTTP/1.1 connection each; each thread POSTs one raw image
-body at a time and sends the next as soon as the answer is in. Requests are built
-once and answers parsed with a few byte operations (no http.client, whose header
-parser costs more than the servers it measures on a 2-core machine). A server that
-closes the connection after each answer (gunicorn's sync workers) is reconnected.
+N clients, one keep-alive HTTP/1.1 connection each; each POSTs one raw image body at
+a time and sends the next as soon as the answer is in. All N run on one thread's
+epoll loop, as wrk and other load generators do: with a thread per client (this
+client before 2026-12-05) the 32 threads of a Python process on the same two cores
+as the server queued for the GIL and the CPU, and each answer waited for its thread
+to be scheduled: 5-10 ms of the lane's p99 at 32 clients was the client's
+(docs/scaling.md). Requests are built once and answers parsed with a few byte
+operations (no http.client, whose header parser costs more than the servers it
+measures on a 2-core machine). A server that closes the connection after each answer
+(gunicorn's sync workers) is reconnected.
 
     python bench/loadgen.py http://127.0.0.1:8000/api/v1/predict folder/ --clients 8
 """
@@ -13,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import selectors
 import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,64 +50,40 @@ class Load:
                 "statuses": {str(k): v for k, v in sorted(self.statuses.items())}}
 
 
-class Connection:
-    """One keep-alive connection that sends prepared requests and reads the answers."""
+class _Client:
+    """One closed-loop client: its connection, what it has read, its request in flight."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.address = (host, port)
+    __slots__ = ("answered", "buffer", "index", "sock", "started", "unsent")
+
+    def __init__(self) -> None:
         self.sock: socket.socket | None = None
         self.buffer = b""
+        self.index = -1
+        self.started = 0.0
+        self.unsent = b""
+        self.answered = 0  # on this connection
 
-    def _open(self) -> socket.socket:
-        sock = socket.create_connection(self.address, timeout=60)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock, self.buffer = sock, b""
-        return sock
 
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-        self.sock = None
-
-    def send(self, request: bytes) -> tuple[int, bytes]:
-        """(status, body); reconnects once when a kept-alive connection was closed."""
-        for attempt in (0, 1):
-            sock = self.sock or self._open()
-            try:
-                sock.sendall(request)
-                return self._answer(sock)
-            except (ConnectionError, EOFError):
-                self.close()
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _fill(self, sock: socket.socket) -> None:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise EOFError("connection closed")
-        self.buffer += chunk
-
-    def _answer(self, sock: socket.socket) -> tuple[int, bytes]:
-        while b"\r\n\r\n" not in self.buffer:
-            self._fill(sock)
-        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
-        lines = head.split(b"\r\n")
-        status = int(lines[0].split(b" ", 2)[1])
-        length, close = 0, False
-        for line in lines[1:]:
-            name, _, value = line.partition(b":")
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"connection" and value.strip().lower() == b"close":
-                close = True
-        while len(self.buffer) < length:
-            self._fill(sock)
-        body, self.buffer = self.buffer[:length], self.buffer[length:]
-        if close:
-            self.close()
-        return status, body
+def parse_answer(buffer: bytes) -> tuple[int, bytes, bytes, bool] | None:
+    """(status, body, what follows it, whether the server closes) once `buffer` holds a
+    whole answer; None until then."""
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = buffer[:end].split(b"\r\n")
+    status = int(lines[0].split(b" ", 2)[1])
+    length, close = 0, False
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"connection" and value.strip().lower() == b"close":
+            close = True
+    start = end + 4
+    if len(buffer) < start + length:
+        return None
+    return status, buffer[start:start + length], buffer[start + length:], close
 
 
 def build_requests(url: str, bodies: list[bytes], headers: dict[str, str] | None = None,
@@ -117,48 +98,90 @@ def build_requests(url: str, bodies: list[bytes], headers: dict[str, str] | None
 def run(url: str, requests: list[bytes], clients: int, warmup: int = 200,
         check=None) -> Load:
     """Send every request once, `clients` at a time (after `warmup` untimed ones).
-    `check(index, status, body)` may look at each timed answer (it runs in the
-    sending thread, so keep it cheap)."""
+    `check(index, status, body)` may look at each timed answer (it runs on the loop,
+    so keep it cheap)."""
     parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    lock = threading.Lock()
-
-    def drive(order, record: bool, out: list, statuses: dict) -> None:
-        # `out` and `statuses` are this thread's own: merged after the join, so no
-        # count is lost to two threads updating one dict at once.
-        conn = Connection(host, port)
-        try:
-            while True:
-                with lock:
-                    index = next(order, None)
-                if index is None:
-                    return
-                started = time.perf_counter()
-                status, body = conn.send(requests[index])
-                elapsed = (time.perf_counter() - started) * 1000
-                if record:
-                    out.append(elapsed)
-                    statuses[status] = statuses.get(status, 0) + 1
-                    if check is not None:
-                        check(index, status, body)
-        finally:
-            conn.close()
+    address = (parts.hostname or "127.0.0.1", parts.port or 80)
 
     def phase(indices, record: bool) -> tuple[float, list[float], dict[int, int]]:
         order = iter(indices)
-        own = [([], {}) for _ in range(clients)]
-        threads = [threading.Thread(target=drive, args=(order, record, *mine)) for mine in own]
-        started = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        seconds = time.perf_counter() - started
-        latencies = [x for mine, _ in own for x in mine]
+        selector = selectors.DefaultSelector()
+        latencies: list[float] = []
         statuses: dict[int, int] = {}
-        for _, mine in own:
-            for status, n in mine.items():
-                statuses[status] = statuses.get(status, 0) + n
+        in_flight = 0
+
+        def send(client: _Client, index: int) -> None:
+            if client.sock is None:
+                sock = socket.create_connection(address, timeout=60)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setblocking(False)
+                client.sock, client.buffer, client.answered = sock, b"", 0
+                selector.register(sock, selectors.EVENT_READ, client)
+            client.index, client.started = index, time.perf_counter()
+            data = requests[index]
+            sent = client.sock.send(data)
+            if sent < len(data):  # the rest once the socket can take it
+                client.unsent = data[sent:]
+                selector.modify(client.sock, selectors.EVENT_READ | selectors.EVENT_WRITE,
+                                client)
+
+        def send_next(client: _Client) -> None:
+            nonlocal in_flight
+            index = next(order, None)
+            if index is not None:
+                send(client, index)
+                in_flight += 1
+
+        def close(client: _Client) -> None:
+            selector.unregister(client.sock)
+            client.sock.close()
+            client.sock = None
+
+        own = [_Client() for _ in range(clients)]
+        started = time.perf_counter()
+        for client in own:
+            send_next(client)
+        try:
+            while in_flight:
+                ready = selector.select(60)
+                if not ready:
+                    raise TimeoutError(f"no answer from {url} in 60 s")
+                for key, events in ready:
+                    client = key.data
+                    if events & selectors.EVENT_WRITE and client.unsent:
+                        client.unsent = client.unsent[client.sock.send(client.unsent):]
+                        if not client.unsent:
+                            selector.modify(client.sock, selectors.EVENT_READ, client)
+                    if not events & selectors.EVENT_READ:
+                        continue
+                    chunk = client.sock.recv(65536)
+                    if not chunk:  # a kept-alive connection closed: once more, anew
+                        if client.buffer or not client.answered:
+                            raise ConnectionError(f"{url} closed a connection unanswered")
+                        close(client)
+                        send(client, client.index)
+                        continue
+                    client.buffer += chunk
+                    answer = parse_answer(client.buffer)
+                    if answer is None:
+                        continue
+                    status, body, client.buffer, closing = answer
+                    in_flight -= 1
+                    client.answered += 1
+                    if record:
+                        latencies.append((time.perf_counter() - client.started) * 1000)
+                        statuses[status] = statuses.get(status, 0) + 1
+                        if check is not None:
+                            check(client.index, status, body)
+                    if closing:
+                        close(client)
+                    send_next(client)
+            seconds = time.perf_counter() - started
+        finally:
+            for client in own:
+                if client.sock is not None:
+                    close(client)
+            selector.close()
         return seconds, latencies, statuses
 
     n = len(requests)
