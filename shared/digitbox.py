@@ -28,6 +28,7 @@ DIGIT_SIDE = 40  # pen width is measured and corrected with the digit fitted in 
 # training digits); pens far thinner or thicker are brought towards it.
 MNIST_PEN_WIDTH = 4.0
 RIVAL_SHARE = 0.4  # a piece this big beside the digit is another digit, not a stray mark
+BAR_SHAPE = 0.4  # an ink box whose short side is under this share of its long side is a bar
 _PLANAR = np.zeros((3, 3, 3), bool)  # 8-connectivity within each page, none across pages
 _PLANAR[1] = True
 
@@ -314,9 +315,9 @@ def _centre(boxes: np.ndarray, sizes: list[tuple[int, int]]) -> np.ndarray:
     return np.ascontiguousarray(canvas[:, :28, :28])
 
 
-def digit_pixels(crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Cropped ink maps (0..1) -> the model's inputs, (n, 28, 28), and each pen width
-    relative to MNIST's, (n,)."""
+def digit_pixels(crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cropped ink maps (0..1) -> the model's inputs, (n, 28, 28), each pen width relative
+    to MNIST's, (n,), and how much of each digit's box its ink fills (`block_shares`)."""
     digits, sizes = _fit(crops, DIGIT_SIDE)
     widths = _pen_widths(digits)
     valid = _valid(sizes, DIGIT_SIDE)
@@ -333,4 +334,19 @@ def digit_pixels(crops: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     boxes, box_sizes = _fit(sources, 20)
     peak = boxes.max(axis=(1, 2))
     boxes /= np.where(peak > 0, peak, 1.0)[:, None, None].astype(np.float32)
-    return _centre(boxes, box_sizes), np.where(peak > 0, widths / MNIST_PEN_WIDTH, 0.0)
+    pixels = _centre(boxes, box_sizes)
+    return pixels, np.where(peak > 0, widths / MNIST_PEN_WIDTH, 0.0), block_shares(pixels)
+
+
+def block_shares(pixels: np.ndarray) -> np.ndarray:
+    """(n, 28, 28) -> (n,): the share of each digit's ink box that is ink, for shapes wider
+    than a bar (0 for a bar: a "1" cut tight to its box fills it). Strokes leave most of a
+    digit's box empty (at most 0.80 in any calibration group); a filled rectangle fills
+    it: an empty form box with thick sides on all four edges, read as paper framed by ink,
+    or a patch of patterned cheque paper taken for ink."""
+    on = pixels > 0.5
+    found, top, bottom, left, right = _bounds(on)
+    h, w = bottom - top, right - left
+    area = np.maximum(h * w, 1)
+    wide = found & (np.minimum(h, w) >= BAR_SHAPE * np.maximum(h, w))
+    return np.where(wide, np.count_nonzero(on, axis=(1, 2)) / area, 0.0)

@@ -61,6 +61,7 @@ class Prepared:
     pieces: int = 0  # connected pieces of ink kept as the digit
     pen: float = 0.0  # pen width relative to MNIST's typical width (1.0); blobs score high
     several: bool = False  # other digit-sized ink beside the digit: perhaps a number
+    block: float = 0.0  # share of the digit's ink box filled with ink (shapes wider than a bar)
 
 
 BLANK = np.zeros((28, 28), np.float32)
@@ -211,10 +212,11 @@ def _locate(pages: list[list[np.ndarray]]) -> list[tuple[Found | float | None, f
     return list(zip(find_digits(ink, has_ink), contrast.tolist(), strict=True))
 
 
-def _draw(digits: list[Found]) -> list[tuple[np.ndarray, float]]:
-    """Found digits, of any size -> each one's 28x28 pixels and relative pen width."""
-    pixels, pens = digit_pixels([f.crop for f in digits])
-    return list(zip(pixels, pens.tolist(), strict=True))
+def _draw(digits: list[Found]) -> list[tuple[np.ndarray, float, float]]:
+    """Found digits, of any size -> each one's 28x28 pixels, relative pen width and how
+    much of its box it fills."""
+    pixels, pens, blocks = digit_pixels([f.crop for f in digits])
+    return list(zip(pixels, pens.tolist(), blocks.tolist(), strict=True))
 
 
 def _each(step: Callable[[list], list], items: list) -> list:
@@ -278,10 +280,10 @@ def prepare_many(blobs: Iterable[bytes],
         if isinstance(done, ImageError):
             results[i] = done
             continue
-        pixels, pen = done
+        pixels, pen, block = done
         results[i] = Prepared(pixels, found.ink_fraction, True, contrast=contrast,
                               clutter=found.clutter, pieces=found.pieces, pen=pen,
-                              several=found.several)
+                              several=found.several, block=block)
     return results
 
 

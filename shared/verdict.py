@@ -21,6 +21,7 @@ DEFAULT_MAX_INK_FRACTION = 0.5  # share of the page covered by ink
 DEFAULT_MAX_PEN = 4.0  # pen width over MNIST's: wider is a blob or a photo, not a stroke
 DEFAULT_MAX_PIECES = 8  # separate pieces of ink kept together: a digit has one to three
 DEFAULT_MIN_CONTRAST = 0.0  # ink-paper difference (0..1) below which ink is a texture
+DEFAULT_MAX_BLOCK = 1.0  # share of its box a digit's ink may fill (1.0: no limit)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ def looks_like_no_digit(prepared: Prepared, meta: dict) -> bool:
         return True  # faint all over: a texture or a stain more than a pen stroke
     if prepared.pieces > int(meta.get("no_digit_max_pieces", DEFAULT_MAX_PIECES)):
         return True  # a scatter of blobs: foliage, fabric, a patterned background
+    if prepared.block > float(meta.get("no_digit_max_block", DEFAULT_MAX_BLOCK)):
+        return True  # a filled rectangle: an empty box read inside out, a patch of paper
     max_ink = float(meta.get("no_digit_max_ink_fraction", DEFAULT_MAX_INK_FRACTION))
     return prepared.ink_fraction > max_ink
 

@@ -287,7 +287,7 @@ def test_real_digits_are_done(digits, shipped):
 def test_shipped_metadata_carries_fitted_thresholds(shipped):
     _, meta = shipped
     for key in ("review_threshold", "no_digit_threshold", "no_digit_max_clutter",
-                "no_digit_max_ink_fraction", "no_digit_max_pen"):
+                "no_digit_max_ink_fraction", "no_digit_max_pen", "no_digit_max_block"):
         assert key in meta, f"run `digits calibrate`: {key} missing"
     assert 0 < meta["no_digit_threshold"] <= meta["review_threshold"] < 1
 
@@ -387,6 +387,25 @@ def test_scatter_of_blobs_and_faint_textures_are_no_digit():
     faint = Prepared(digit.pixels, 0.2, True, 0.05, 0.0, 1, 1.0)
     assert judge(faint, probs, meta).status == "no_digit"
 
+
+
+def test_a_filled_box_is_no_digit_and_a_bar_or_a_ring_is_not():
+    """An empty form box with thick sides on every edge is read as paper framed by ink:
+    its "digit" is the whole inside, a filled rectangle. A "1" cut tight to its box fills
+    the box too, but is a bar; a "0" leaves most of its box empty."""
+    meta = {"review_threshold": 0.9, "no_digit_threshold": 0.3, "no_digit_max_block": 0.9}
+    box = Image.new("L", (40, 30), 0)
+    ImageDraw.Draw(box).rectangle((3, 3, 36, 26), fill=235)
+    boxed = prepare(encode(box.convert("1")))
+    assert boxed.has_ink and boxed.block > 0.9
+    assert judge(boxed, np.eye(10)[7], meta).status == "no_digit"
+    bar = Image.new("L", (7, 24), 20)  # a "1" cut at no margin: all ink
+    bar.paste(230, (0, 0, 1, 24))
+    assert prepare(encode(bar)).block == 0.0
+    ring = Image.new("L", (24, 30), 255)
+    ImageDraw.Draw(ring).ellipse((2, 2, 21, 27), outline=0, width=3)
+    drawn = prepare(encode(ring))
+    assert 0 < drawn.block < 0.8 and judge(drawn, np.eye(10)[0], meta).status == "done"
 
 
 def _ring(h: int, w: int, paper: int, ink: int, blur: float, tight: bool) -> bytes:

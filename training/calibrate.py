@@ -109,6 +109,7 @@ def fit(model, meta: dict, data_dir, real_dir=None) -> dict:
         "no_digit_max_ink_fraction": min(0.95, max(_upper(v, share)
                                                    for v in each("ink_fraction"))),
         "no_digit_max_pen": max(_upper(v, share) for v in each("pen")),
+        "no_digit_max_block": min(1.0, max(_upper(v, share) for v in each("block"))),
         "no_digit_min_contrast": min(float(np.quantile(v, share)) for v in each("contrast"))
         / 1.2,
         # Whole pieces: the most any group's digits keep, but for `share` of them.
