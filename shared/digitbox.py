@@ -148,10 +148,55 @@ def _bounds(on: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     return rows.any(axis=1), top, bottom, left, right
 
 
+RULE_MIN_HEIGHT = 24  # pages at least this high are looked at for printed rules
+_ROW = np.zeros((3, 3, 3), bool)
+_ROW[1, 1] = True  # runs along a row, within one page
+_COL = np.zeros((3, 3, 3), bool)
+_COL[1, :, 1] = True
+
+
+def _run_lengths(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
+    """Length of the run of set cells (along a row with _ROW, a column with _COL) that
+    each cell of a stack belongs to."""
+    labels, _ = ndimage.label(mask, structure=structure)
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return sizes[labels]
+
+
+def _without_rules(ink: np.ndarray, has_ink: np.ndarray) -> np.ndarray:
+    """A printed rule across the whole cut (a cheque's or a form's line through the digit)
+    taken out where it is thin, so that a 1 crossed by it is not read as a 7 or a 4; a
+    stroke crossing the rule stays. Only on cuts at least RULE_MIN_HEIGHT high: on
+    smaller ones a digit's own bar is as thin as any rule."""
+    _, h, w = ink.shape
+    if h < RULE_MIN_HEIGHT:
+        return ink
+    mask = (ink > 0.35) & has_ink[:, None, None]
+    full = mask.all(axis=2).any(axis=1)  # a row inked from edge to edge
+    if not full.any():
+        return ink
+    pages = np.flatnonzero(full)
+    sub = mask[pages]
+    across = _run_lengths(sub, _ROW)
+    long = across >= w
+    # The pen's width: how wide the strokes are where they are not the rule (the median
+    # run along a row); a rule must be well under it, or it is a digit's own bar.
+    pen = np.array([np.median(a[m & (a < w)]) if (m & (a < w)).any() else 0.0
+                    for a, m in zip(across, sub, strict=True)])
+    limit = np.minimum(max(2, 0.08 * h), 0.6 * pen)[:, None, None]
+    thin = _run_lengths(sub, _COL) <= limit
+    line = ndimage.binary_dilation(long & thin, structure=_COL) & ~(sub & ~thin)
+    out = ink.copy()
+    out[pages] = np.where(line, 0.0, ink[pages])
+    return out
+
+
 def find_digits(ink: np.ndarray, has_ink: np.ndarray) -> list[Found | float | None]:
     """For each page of an ink stack: the digit found (`Found`), the ink fraction of a page
     whose ink is only border lines or too faint to crop (float), or None for no ink."""
     n, h, w = ink.shape
+    ink = _without_rules(ink, has_ink)
     mask = (ink > 0.5) & has_ink[:, None, None]
     ink_fraction = (np.count_nonzero(mask, axis=(1, 2)) / (h * w)).tolist()
     # Components on a mask at most CC_SIDE large: specks and lines are found just as well.

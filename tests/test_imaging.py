@@ -408,6 +408,29 @@ def test_a_filled_box_is_no_digit_and_a_bar_or_a_ring_is_not():
     assert 0 < drawn.block < 0.8 and judge(drawn, np.eye(10)[0], meta).status == "done"
 
 
+def _ink_box(pixels: np.ndarray) -> tuple[int, int]:
+    rows, cols = np.flatnonzero((pixels > 0.5).any(1)), np.flatnonzero((pixels > 0.5).any(0))
+    return rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+
+
+def test_a_printed_rule_through_a_cut_is_taken_out_and_a_digits_bar_is_not():
+    """A cheque's printed line crosses the whole cut, thinner than the pen: it goes, and
+    the "1" it crossed is a bar again. A "7" cut tight keeps its own bar, as thick as its
+    stem, though that bar too runs from edge to edge."""
+    one = Image.new("L", (30, 36), 235)
+    draw = ImageDraw.Draw(one)
+    draw.line((15, 3, 15, 32), fill=20, width=5)
+    draw.line((0, 20, 29, 20), fill=60, width=1)
+    height, width = _ink_box(prepare(encode(one)).pixels)
+    assert height == 20 and width <= 6  # the stroke alone, fitted in 20x20
+    seven = Image.new("L", (24, 36), 235)
+    draw = ImageDraw.Draw(seven)
+    draw.line((0, 2, 23, 2), fill=20, width=5)
+    draw.line((21, 2, 8, 35), fill=20, width=5)
+    height, width = _ink_box(prepare(encode(seven)).pixels)
+    assert width >= 12  # the bar is still there
+
+
 def _ring(h: int, w: int, paper: int, ink: int, blur: float, tight: bool) -> bytes:
     """A "0": cut tight (the ring hugs all four edges, so the page's rim is mostly ink),
     or a fat one filled in but for a small hole, covering most of its page."""
