@@ -149,19 +149,32 @@ def _bounds(on: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
 
 
 RULE_MIN_HEIGHT = 24  # pages at least this high are looked at for printed rules
-_ROW = np.zeros((3, 3, 3), bool)
-_ROW[1, 1] = True  # runs along a row, within one page
-_COL = np.zeros((3, 3, 3), bool)
-_COL[1, :, 1] = True
 
 
-def _run_lengths(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
-    """Length of the run of set cells (along a row with _ROW, a column with _COL) that
-    each cell of a stack belongs to."""
-    labels, _ = ndimage.label(mask, structure=structure)
+def _along(ndim: int, axis: int) -> np.ndarray:
+    """A structuring element that joins cells along `axis` only (so never across pages)."""
+    structure = np.zeros((3,) * ndim, bool)
+    centre: list = [1] * ndim
+    centre[axis] = slice(None)
+    structure[tuple(centre)] = True
+    return structure
+
+
+def run_lengths(mask: np.ndarray, axis: int) -> np.ndarray:
+    """Length of the run of set cells along `axis` (a row: the last axis; a column: the
+    one before) that each cell of a page, or of each page of a stack, belongs to."""
+    labels, _ = ndimage.label(mask, structure=_along(mask.ndim, axis))
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     return sizes[labels]
+
+
+def rule_pixels(mask: np.ndarray, long: np.ndarray, thin: np.ndarray) -> np.ndarray:
+    """The pixels of a rule: the `long` horizontal runs where the ink is `thin` top to
+    bottom, grown a pixel up and down for their soft edges, but not into a thick stroke
+    that crosses them (it stays, as the digit's)."""
+    grown = ndimage.binary_dilation(long & thin, structure=_along(mask.ndim, mask.ndim - 2))
+    return grown & ~(mask & ~thin)
 
 
 def _without_rules(ink: np.ndarray, has_ink: np.ndarray) -> np.ndarray:
@@ -178,17 +191,16 @@ def _without_rules(ink: np.ndarray, has_ink: np.ndarray) -> np.ndarray:
         return ink
     pages = np.flatnonzero(full)
     sub = mask[pages]
-    across = _run_lengths(sub, _ROW)
+    across = run_lengths(sub, 2)
     long = across >= w
     # The pen's width: how wide the strokes are where they are not the rule (the median
     # run along a row); a rule must be well under it, or it is a digit's own bar.
     pen = np.array([np.median(a[m & (a < w)]) if (m & (a < w)).any() else 0.0
                     for a, m in zip(across, sub, strict=True)])
     limit = np.minimum(max(2, 0.08 * h), 0.6 * pen)[:, None, None]
-    thin = _run_lengths(sub, _COL) <= limit
-    line = ndimage.binary_dilation(long & thin, structure=_COL) & ~(sub & ~thin)
+    thin = run_lengths(sub, 1) <= limit
     out = ink.copy()
-    out[pages] = np.where(line, 0.0, ink[pages])
+    out[pages] = np.where(rule_pixels(sub, long, thin), 0.0, ink[pages])
     return out
 
 

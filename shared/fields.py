@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from shared.digitbox import rule_pixels, run_lengths
 from shared.imaging import ImageError, _stack, decode, to_channels
 from shared.inkmap import ink_map
 
@@ -82,31 +83,16 @@ def field_ink(data: bytes, max_pixels: int) -> tuple[np.ndarray | None, float, i
     return (ink[0] if has_ink[0] else None), scale, width, height
 
 
-def _runs(mask: np.ndarray, axis: int) -> np.ndarray:
-    """Length of the run of set pixels, along `axis`, that each pixel belongs to."""
-    structure = np.zeros((3, 3), bool)
-    if axis == 1:
-        structure[1] = True
-    else:
-        structure[:, 1] = True
-    labels, _ = ndimage.label(mask, structure=structure)
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return sizes[labels]
-
-
 def remove_lines(ink: np.ndarray) -> np.ndarray:
     """Ruled lines and underlines: ink in horizontal runs longer than the field is tall,
     where the ink is thin vertically (a digit's stroke crossing the line stays)."""
     h, _ = ink.shape
     mask = ink > 0.35
-    long = _runs(mask, 1) >= 1.2 * h
+    long = run_lengths(mask, 1) >= 1.2 * h
     if not long.any():
         return ink
-    thin = _runs(mask, 0) <= max(2, 0.12 * h)
-    line = ndimage.binary_dilation(long & thin, structure=np.ones((3, 1), bool)) & ~(
-        mask & ~thin)
-    return np.where(line, 0.0, ink).astype(np.float32)
+    thin = run_lengths(mask, 0) <= max(2, 0.12 * h)
+    return np.where(rule_pixels(mask, long, thin), 0.0, ink).astype(np.float32)
 
 
 def drop_specks(ink: np.ndarray) -> np.ndarray:
