@@ -29,6 +29,7 @@ DIGIT_SIDE = 40  # pen width is measured and corrected with the digit fitted in 
 MNIST_PEN_WIDTH = 4.0
 RIVAL_SHARE = 0.4  # a piece this big beside the digit is another digit, not a stray mark
 BAR_SHAPE = 0.4  # an ink box whose short side is under this share of its long side is a bar
+SIDE_CONTACT, SIDE_THIN = 0.9, 0.25  # a box side: on an edge along 90 % of it, a quarter deep
 _PLANAR = np.zeros((3, 3, 3), bool)  # 8-connectivity within each page, none across pages
 _PLANAR[1] = True
 
@@ -53,6 +54,8 @@ class _Piece:
     bottom: int  # inclusive
     right: int
     inside: int  # cells away from the image edge
+    sides: int = 0  # image edges it lies on along SIDE_CONTACT of them
+    core: int = 0  # cells more than SIDE_THIN of the short side from every edge
 
 
 # --- which ink is the digit -----------------------------------------------------------------
@@ -63,6 +66,14 @@ def _is_border_line(p: _Piece, h: int, w: int, band: int) -> bool:
     along = ((p.top < band or p.bottom >= h - band) and p.right - p.left + 1 >= 0.5 * w) or (
         (p.left < band or p.right >= w - band) and p.bottom - p.top + 1 >= 0.5 * h)
     return along and p.inside < 0.3 * p.area
+
+
+def _is_box_side(p: _Piece, h: int, w: int) -> bool:
+    """Printed sides of a form box: ink lying on an image edge along nearly all of it,
+    either thin (one side, the cut reaching far beyond it: a digit cut tight spans it) or
+    hugging the edges (sides that meet, a whole frame) with next to nothing in the middle."""
+    thin = min((p.right - p.left + 1) / w, (p.bottom - p.top + 1) / h)
+    return (p.sides >= 1 and thin <= SIDE_THIN) or (p.sides >= 2 and p.core < 0.05 * p.area)
 
 
 def _beside(p: _Piece, main: _Piece) -> bool:
@@ -76,9 +87,12 @@ def _select(pieces: list[_Piece], h: int, w: int, band: int
     """The digit: the biggest piece plus the sizeable pieces near it. Returns it, the
     area of what was dropped as clutter (specks, stray marks), border lines excluded, and
     whether another digit-sized piece stands beside it."""
-    if len(pieces) == 1 and not _is_border_line(pieces[0], h, w, band):
+    def printed(p: _Piece) -> bool:
+        return _is_border_line(p, h, w, band) or _is_box_side(p, h, w)
+
+    if len(pieces) == 1 and not printed(pieces[0]):
         return pieces, 0, False  # the usual case: one stroke, nothing else
-    candidates = [p for p in pieces if not _is_border_line(p, h, w, band)]
+    candidates = [p for p in pieces if not printed(p)]
     if not candidates:
         return [], 0, False
     main = max(candidates, key=lambda p: p.area)
@@ -105,12 +119,21 @@ def _pieces_by_page(small: np.ndarray, band: int) -> tuple[np.ndarray, list[list
     areas = np.bincount(labels.ravel(), minlength=count + 1).tolist()
     inner = labels[:, band : h - band, band : w - band]
     inside = np.bincount(inner.ravel(), minlength=count + 1).tolist()
+    deep = max(band, round(SIDE_THIN * min(h, w)))
+    core = np.bincount(labels[:, deep : h - deep, deep : w - deep].ravel(),
+                       minlength=count + 1).tolist()
+    # Each piece's cells on each of the four edges, as a share of that edge's length.
+    rims = [(labels[:, 0, :], w), (labels[:, -1, :], w), (labels[:, :, 0], h),
+            (labels[:, :, -1], h)]
+    shares = np.array([np.bincount(r.ravel(), minlength=count + 1) / size for r, size in rims])
+    sides = (shares >= SIDE_CONTACT).sum(axis=0).tolist()
     pages: list[list[_Piece]] = [[] for _ in range(n)]
     for label, where in enumerate(ndimage.find_objects(labels), start=1):
         if where is not None:
             page, rows, cols = where
             pages[page.start].append(_Piece(label, areas[label], rows.start, cols.start,
-                                            rows.stop - 1, cols.stop - 1, inside[label]))
+                                            rows.stop - 1, cols.stop - 1, inside[label],
+                                            sides[label], core[label]))
     return labels, pages
 
 

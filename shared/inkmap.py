@@ -23,6 +23,9 @@ MIN_SNR = 3.5  # ... and stand this many noise deviations above the background
 # GREY_SHARE between paper and ink is a bitmap, whose polarity is left as found.
 TURN_SHARE = 0.5
 GREY_SHARE = 0.02
+# A printed frame: up to FRAME_LINES lines along a side, each of one colour (90 % of it
+# within FRAME_TOLERANCE of its median), at least FRAME_CONTRAST from the line inside it.
+FRAME_LINES, FRAME_TOLERANCE, FRAME_CONTRAST = 3, 0.1, 0.2
 _SORT_LIMIT = 4096  # rows longer than this take the per-row median with a cheaper bracket
 
 
@@ -122,14 +125,77 @@ def _rim(stack: np.ndarray) -> np.ndarray:
     return np.concatenate([rows[:, :, ::step_x].reshape(n, -1), cols.reshape(n, -1)], axis=1)
 
 
-def ink_signal(planes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _edge_lines(stack: np.ndarray, depth: int) -> list[np.ndarray]:
+    """The `depth` outermost lines along each side, outermost first: four (n, depth, L)."""
+    return [stack[:, :depth], stack[:, : -depth - 1 : -1],
+            stack[:, :, :depth].transpose(0, 2, 1),
+            stack[:, :, : -depth - 1 : -1].transpose(0, 2, 1)]
+
+
+def _frames(planes: list[np.ndarray]) -> np.ndarray | None:
+    """(n, 4): how many lines of printed frame lie along each side (top, bottom, left,
+    right), or None when no page has any. Where a form box's printed sides are cut with
+    it they can be most of the rim, and the paper would be read as their colour and the
+    inside of the box as the ink. A frame: on two sides or more, up to FRAME_LINES lines
+    along the whole side, each of one colour, darker than the next line in, which is of
+    one colour too (the paper: where a digit's stroke runs along it, nothing is trimmed
+    and the rim is read as before)."""
+    n, h, w = planes[0].shape
+    if min(h, w) < 4 * (FRAME_LINES + 1):
+        return None
+    grey = planes[0] if len(planes) == 1 else sum(planes) / len(planes)
+    trims = np.zeros((n, 4), np.int64)
+    for side, lines in enumerate(_edge_lines(grey, FRAME_LINES + 1)):
+        # Past the corners (where the sides across are), about 64 pixels of each line.
+        lines = lines[:, :, FRAME_LINES : lines.shape[2] - FRAME_LINES]
+        lines = lines[:, :, :: max(1, lines.shape[2] // 64)]
+        level = np.median(lines, axis=2)  # (n, depth)
+        even = (np.abs(lines - level[:, :, None]) < FRAME_TOLERANCE).mean(axis=2) >= 0.9
+        same = np.abs(level - level[:, :1]) < FRAME_TOLERANCE
+        for d in range(FRAME_LINES, 0, -1):  # the deepest frame that fits
+            frame = (even[:, : d + 1].all(axis=1) & same[:, :d].all(axis=1)
+                     & (level[:, d] - level[:, 0] >= FRAME_CONTRAST) & (trims[:, side] == 0))
+            trims[frame, side] = d
+    trims[(trims > 0).sum(axis=1) < 2] = 0
+    return trims if trims.any() else None
+
+
+def _paper(stack: np.ndarray, frames: np.ndarray | None) -> np.ndarray:
+    """(n,): each page's paper level, the median of its rim (`_rim`), taken inside the
+    printed frame of pages that have one (`_frames`); the others' as if alone."""
+    level = medians(_rim(stack))
+    framed = np.flatnonzero(frames.any(axis=1)) if frames is not None else []
+    if len(framed) == 0:
+        return level
+    pages, trims = stack[framed], frames[framed]
+    n, h, w = pages.shape
+    band = max(1, round(0.1 * min(h, w)))
+    deep = band + FRAME_LINES
+    values, keep = [], []
+    for side, lines in enumerate(_edge_lines(pages, deep)):
+        depth = np.arange(deep)[None, :]
+        inside = (depth >= trims[:, side : side + 1]) & (depth < trims[:, side : side + 1] + band)
+        length = lines.shape[2]
+        # Lines along the top and bottom keep all their length; the sides skip the corners.
+        along = np.ones(length, bool) if side < 2 else (
+            (np.arange(length) >= deep) & (np.arange(length) < length - deep))
+        values.append(lines.reshape(n, -1))
+        keep.append((inside[:, :, None] & along[None, None, :]).reshape(n, -1))
+    level[framed] = masked_medians(np.concatenate(values, axis=1), np.concatenate(keep, axis=1))
+    return level
+
+
+def ink_signal(planes: list[np.ndarray]
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
     """Inkness (paper ~0, ink ~1), (n, h, w), each page's ink-paper contrast in colour
-    units, (n,), and which pages were read inside out and turned (`_turned`), (n,).
+    units, (n,), which pages were read inside out and turned (`_turned`), (n,), and the
+    printed frames along their sides (`_frames`).
 
     Paper is the median colour along the page's edges (`_rim`); ink is the colour of the pixels
     that differ most from it. Projecting every pixel on that direction works for any
     polarity and any pair of colours."""
-    diffs = [c - _per_page(medians(_rim(c))) for c in planes]
+    frames = _frames(planes)
+    diffs = [c - _per_page(_paper(c, frames)) for c in planes]
     n, h, w = planes[0].shape
     dist = np.abs(diffs[0])
     for d in diffs[1:]:
@@ -149,7 +215,7 @@ def ink_signal(planes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.nda
     turned = _turned(signal, ~flat & (direction.sum(axis=0) > 0))
     if turned.any():
         signal[turned] = 1 - signal[turned]
-    return signal, np.where(flat, 0.0, np.sqrt(norm2 / len(planes))), turned
+    return signal, np.where(flat, 0.0, np.sqrt(norm2 / len(planes))), turned, frames
 
 
 def _sample(stack: np.ndarray) -> np.ndarray:
@@ -200,14 +266,14 @@ def _background(signal: np.ndarray) -> np.ndarray | None:
 def ink_map(planes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ink coverage 0..1 per pixel, (n, h, w); whether each page has any ink, (n,); and
     the ink-paper contrast, (n,). The ink of a page without ink means nothing."""
-    signal, contrast, turned = ink_signal(planes)
+    signal, contrast, turned, frames = ink_signal(planes)
     n, h, w = signal.shape
     background = _background(signal)
     if background is not None:
         signal -= background
     # The paper level left over, read along the edges (a constant background cancels out),
     # or over the page where the edges are mostly ink (a turned page).
-    rest = medians(_rim(signal))
+    rest = _paper(signal, frames)
     if turned.any():
         rest[turned] = medians(_sample(signal[turned]))
     signal -= _per_page(rest)

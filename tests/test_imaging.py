@@ -390,15 +390,15 @@ def test_scatter_of_blobs_and_faint_textures_are_no_digit():
 
 
 def test_a_filled_box_is_no_digit_and_a_bar_or_a_ring_is_not():
-    """An empty form box with thick sides on every edge is read as paper framed by ink:
-    its "digit" is the whole inside, a filled rectangle. A "1" cut tight to its box fills
-    the box too, but is a bar; a "0" leaves most of its box empty."""
+    """A filled rectangle (a patch of patterned cheque paper taken for ink, a box read
+    inside out) is not a digit. A "1" cut tight to its box fills the box too, but is a
+    bar; a "0" leaves most of its box empty."""
     meta = {"review_threshold": 0.9, "no_digit_threshold": 0.3, "no_digit_max_block": 0.9}
-    box = Image.new("L", (40, 30), 0)
-    ImageDraw.Draw(box).rectangle((3, 3, 36, 26), fill=235)
-    boxed = prepare(encode(box.convert("1")))
-    assert boxed.has_ink and boxed.block > 0.9
-    assert judge(boxed, np.eye(10)[7], meta).status == "no_digit"
+    patch = Image.new("L", (40, 30), 255)
+    ImageDraw.Draw(patch).rectangle((6, 5, 33, 24), fill=0)
+    filled = prepare(encode(patch.convert("1")))
+    assert filled.has_ink and filled.block > 0.9
+    assert judge(filled, np.eye(10)[7], meta).status == "no_digit"
     bar = Image.new("L", (7, 24), 20)  # a "1" cut at no margin: all ink
     bar.paste(230, (0, 0, 1, 24))
     assert prepare(encode(bar)).block == 0.0
@@ -406,6 +406,26 @@ def test_a_filled_box_is_no_digit_and_a_bar_or_a_ring_is_not():
     ImageDraw.Draw(ring).ellipse((2, 2, 21, 27), outline=0, width=3)
     drawn = prepare(encode(ring))
     assert 0 < drawn.block < 0.8 and judge(drawn, np.eye(10)[0], meta).status == "done"
+
+
+@pytest.mark.parametrize("sides", [(0, 1, 2, 3), (0, 2, 3), (1, 2)], ids=["four", "three", "L"])
+def test_printed_box_sides_are_not_ink_and_the_digit_inside_is(sides):
+    """Thick printed sides are most of a small box's rim: read as the paper, they turned
+    the box inside out (a filled bar, a "1"). They are a frame: the paper is read inside
+    it, and the sides, lying along the edges, are dropped as border lines are."""
+    def box(digit: bool) -> bytes:
+        img = Image.new("L", (30, 40), 240)
+        draw = ImageDraw.Draw(img)
+        for side in sides:
+            draw.rectangle([(0, 0, 29, 2), (0, 37, 29, 39), (0, 0, 2, 39), (27, 0, 29, 39)][side],
+                           fill=50)
+        if digit:
+            draw.line((15, 10, 15, 30), fill=30, width=3)
+        return encode(img)
+
+    assert not prepare(box(False)).has_ink
+    one = prepare(box(True))
+    assert one.has_ink and _ink_box(one.pixels)[0] == 20 and _ink_box(one.pixels)[1] <= 5
 
 
 def _ink_box(pixels: np.ndarray) -> tuple[int, int]:

@@ -67,16 +67,54 @@ def test_form_and_cheque_cuts_are_read(digits, predictor, family):
     assert right >= 0.97, f"{family}: {right:.1%} answered right"
 
 
-# Measured with the shipped model on these 100 each: 97 %, 85 %, 91 %. The issue asks
-# for 95 % of each; the form box (a frame along the edges is taken for the paper) and
-# the empty cheque box are not there yet: these guard what holds today.
-@pytest.mark.parametrize(("kind", "least"), [("ruled_line", 0.95), ("box_border", 0.80),
+# Measured with the shipped model on these 100 each: 97 %, 100 %, 97 % (box borders 85 %
+# before printed frames were told from the paper). The issue asks for 95 % of each.
+@pytest.mark.parametrize(("kind", "least"), [("ruled_line", 0.95), ("box_border", 0.95),
                                              ("empty_box", 0.86)])
 def test_empty_boxes_and_ruled_lines_are_no_digit(predictor, kind, least):
     rng = np.random.default_rng(12)
     outcomes = _answers(predictor, [render_empty(kind, rng) for _ in range(100)])
     refused = np.mean([o.status == "no_digit" for o in outcomes])
     assert refused >= least, f"{kind}: {refused:.0%} refused"
+
+
+def _boxed(digit: np.ndarray | None, rng: np.random.Generator) -> bytes:
+    """A form box cut with two to four of its printed sides, holding `digit` (MNIST, ink
+    bright) in its middle or nothing."""
+    from training.scans import edges
+
+    h, w = int(rng.integers(24, 56)), int(rng.integers(24, 56))
+    page = np.zeros((h, w), np.float32)
+    edges(page, rng.choice(4, size=int(rng.integers(2, 5)), replace=False),
+          int(rng.integers(2, 4)))
+    if digit is not None:
+        ys, xs = np.nonzero(digit > 40)
+        crop = Image.fromarray(digit[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
+        scale = 0.6 * min(h, w) / max(crop.size)
+        crop = crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))),
+                           Image.BILINEAR)
+        top, left = (h - crop.height) // 2, (w - crop.width) // 2
+        inner = page[top : top + crop.height, left : left + crop.width]
+        np.maximum(inner, np.asarray(crop, np.float32) / 255, out=inner)
+    buf = io.BytesIO()
+    Image.fromarray(np.round(255 * (1 - 0.85 * page)).astype(np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_printed_box_sides_are_paper_not_ink(predictor, digits):
+    """Where a box's printed sides are most of the cut's rim, the paper is read inside
+    them (a frame read as paper turned the box inside out), and sides along the edges are
+    not a digit; a digit inside such a box is read. Measured on these 60 each: 60 empty
+    boxes refused and 58 digits read right, against 53 and 43 before."""
+    images, labels = digits
+    rng = np.random.default_rng(13)
+    empty = _answers(predictor, [_boxed(None, rng) for _ in range(60)])
+    assert np.mean([o.status == "no_digit" for o in empty]) >= 0.93
+    idx = np.arange(400, 460)
+    boxed = _answers(predictor, [_boxed(images[i], rng) for i in idx])
+    right = np.mean([o.status == "done" and o.digit == y
+                     for o, y in zip(boxed, labels[idx], strict=True)])
+    assert right >= 0.93, f"{right:.0%} of the boxed digits read right"
 
 
 def test_a_digit_touching_every_edge_is_not_a_border(predictor, digits):
