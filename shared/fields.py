@@ -32,6 +32,7 @@ STRIDE = 4  # the strip's width is a multiple of this (the network's column stri
 MAX_STRIP_WIDTH = 2048  # a field longer than this is squeezed to it
 MAX_INK_WIDTH = MAX_STRIP_WIDTH - 2 * SIDE
 _EIGHT = np.ones((3, 3), bool)
+_VERTICAL = np.array([[0, 1, 0]] * 3, bool)  # joins cells up and down only
 
 
 @dataclass
@@ -85,14 +86,29 @@ def field_ink(data: bytes, max_pixels: int) -> tuple[np.ndarray | None, float, i
 
 def remove_lines(ink: np.ndarray) -> np.ndarray:
     """Ruled lines and underlines: ink in horizontal runs longer than the field is tall,
-    where the ink is thin vertically (a digit's stroke crossing the line stays)."""
+    where the ink is thin vertically (a digit's stroke crossing the line stays). Where
+    such rules close the field above and below, a printed box: its sides and the bars
+    between its cells, runs from the top rule to the bottom one, go too (they read as
+    1s otherwise)."""
     h, _ = ink.shape
     mask = ink > 0.35
     long = run_lengths(mask, 1) >= 1.2 * h
     if not long.any():
         return ink
-    thin = run_lengths(mask, 0) <= max(2, 0.12 * h)
-    return np.where(rule_pixels(mask, long, thin), 0.0, ink).astype(np.float32)
+    down = run_lengths(mask, 0)
+    thin = down <= max(2, 0.12 * h)
+    rules = rule_pixels(mask, long, thin)
+    ruled = np.flatnonzero((long & thin).any(axis=1))
+    top, bottom = ruled[ruled < h / 4], ruled[ruled >= 3 * h / 4]
+    if top.size and bottom.size:  # a box's top and bottom
+        # Its sides and bars: vertical runs of ink from the top rule to the bottom one (a
+        # "1" on ruled paper crosses one rule, seldom both), thin across.
+        runs, _ = ndimage.label(mask, structure=_VERTICAL)
+        both = np.intersect1d(runs[top], runs[bottom])
+        tall = np.isin(runs, both[both > 0])
+        narrow = run_lengths(mask, 1) <= max(2, 0.12 * h)
+        rules |= rule_pixels(mask.T, tall.T, narrow.T).T | (long & tall)  # and corners
+    return np.where(rules, 0.0, ink).astype(np.float32)
 
 
 def drop_specks(ink: np.ndarray) -> np.ndarray:
