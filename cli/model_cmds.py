@@ -122,6 +122,13 @@ def cmd_evaluate_strings(args) -> int:
     report["model_version"] = model.version
     print(strings.format_strings(report, f"{title}, {report['seconds']:.0f} s, model "
                                          f"{model.version}"))
+    if args.data_set is None:  # and fields whose marks are to be passed over
+        marked = strings.marked_strings(_data_dir(args.data))
+        report["marked"] = strings.evaluate(marked.files, marked.blobs, marked.labels,
+                                            model.read, {"style": marked.kinds},
+                                            settings.chunk_size)
+        print(strings.format_strings(report["marked"], f"dates, amounts and codes with "
+                                     f"their marks ({marked.name}): {len(marked.files)} fields"))
     if args.json:
         print(json.dumps(report))
     return 0

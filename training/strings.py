@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from training.realeval import _rate
 
@@ -99,6 +99,70 @@ def render(digits: list[np.ndarray], kinds: list[str], rng: np.random.Generator)
     return 255 - canvas
 
 
+# --- marks between and before the digits: dates, amounts -------------------------------------
+
+SEPARATORS = ("/", ".", ",", "-", " ")  # between groups of digits: dates, thousands
+CURRENCIES = ("$", "€")  # before the digits of an amount
+_MARK_WIDTH = {"/": (0.35, 0.7), ".": (0.15, 0.2), ",": (0.15, 0.2), "-": (0.35, 0.6),
+               " ": (0.25, 0.5), "$": (0.45, 0.65), "€": (0.5, 0.7)}  # of the digits' height
+
+
+def mark(kind: str, height: int, rng: np.random.Generator) -> np.ndarray:
+    """A mark drawn with a pen as wide as MNIST's, dark ink on white (uint8), `height`
+    rows high with its foot on the baseline where `render` puts the digits' (about 20 px
+    tall): a slash, full stop, comma, dash or space between digits, or a currency sign."""
+    dh = rng.uniform(16, 22)
+    base = height - MARGIN - 2 + int(rng.integers(-1, 2))
+    top = round(base - dh * rng.uniform(0.85, 1.1))
+    pen = int(rng.integers(2, 4))
+    low, high = _MARK_WIDTH[kind]
+    w = max(4, round(dh * rng.uniform(low, high))) + 4
+    img = Image.new("L", (w, height), 255)
+    draw = ImageDraw.Draw(img)
+    if kind == "/":
+        draw.line((2, base, w - 3, top), fill=0, width=pen)
+    elif kind == ".":
+        draw.ellipse((1, base - pen - 1, 2 + pen, base), fill=0)
+    elif kind == ",":
+        draw.line((w - 2, base - 3, 1, min(height - 1, base + int(rng.integers(2, 6)))),
+                  fill=0, width=pen)
+    elif kind == "-":
+        y = round((top + base) / 2 + rng.uniform(-2, 2))
+        draw.line((2, y, w - 3, y + int(rng.integers(-1, 2))), fill=0, width=pen)
+    elif kind == "$":
+        mid = (top + base) // 2
+        draw.arc((2, top + 2, w - 3, mid + 1), 90, 330, fill=0, width=pen)
+        draw.arc((2, mid - 1, w - 3, base - 1), -90, 150, fill=0, width=pen)
+        x = w // 2 + int(rng.integers(-1, 2))
+        draw.line((x, top - int(rng.integers(0, 4)), x, base + int(rng.integers(0, 4))),
+                  fill=0, width=max(1, pen - 1))
+    elif kind == "€":
+        draw.arc((2, top, w + (base - top) // 3, base), 55, 305, fill=0, width=pen)
+        for share in (0.4, 0.62):
+            y = round(top + share * (base - top))
+            draw.line((0, y, round(w * rng.uniform(0.5, 0.7)), y), fill=0,
+                      width=max(1, pen - 1))
+    if kind != " ":
+        img = img.rotate(rng.uniform(-8, 8), Image.BILINEAR, fillcolor=255)
+    return np.asarray(img)
+
+
+def joined(groups: list[np.ndarray], separators: list[str], currency: str | None,
+           rng: np.random.Generator) -> np.ndarray:
+    """Strings of digits (`render`'s, dark on white) in one line, on one baseline, with a
+    mark between each two and a currency sign before them if given."""
+    height = max(g.shape[0] for g in groups)
+    lined = [np.vstack([np.full((height - g.shape[0], g.shape[1]), 255, np.uint8), g])
+             for g in groups]
+    parts = [mark(currency, height, rng)] if currency else []
+    for k, group in enumerate(lined):
+        # render's margins are 4 px of paper on either side: marks sit 0-4 px from the ink
+        parts.append(group[:, int(rng.integers(0, MARGIN + 1)) if parts else 0 :])
+        if k < len(separators):
+            parts.append(mark(separators[k], height, rng))
+    return np.hstack(parts)
+
+
 def _png(pixels: np.ndarray) -> bytes:
     out = io.BytesIO()
     Image.fromarray(pixels, "L").save(out, "PNG")
@@ -130,6 +194,43 @@ def generated_strings(data_dir, seed: int = SEED, mix: dict[int, int] | None = N
             labels.append("".join(str(int(test.labels[i])) for i in idx))
             kinds.append(max(pairs, key=KINDS.index) if pairs else "apart")
     return StringSet(f"generated-strings-seed{seed}", files, blobs, labels, kinds)
+
+
+MARKED_SEED = 17
+# Fields with marks to pass over, 200 of each: (groups of digits, marks between, currency).
+MARKED_STYLES = {
+    "date 12/05/26": ((2, 2, 2), "//", None),
+    "date 12.05.2026": ((2, 2, 4), "..", None),
+    "date 12-05-26": ((2, 2, 2), "--", None),
+    "amount $1,250.00": ((1, 3, 2), ",.", "$"),
+    "amount €125": ((3,), "", "€"),
+    "code 123 456": ((3, 3), " ", None),
+}
+
+
+def marked_strings(data_dir, seed: int = MARKED_SEED, count: int = 200) -> StringSet:
+    """Dates, amounts and codes written with their marks (`MARKED_STYLES`), `count` of
+    each, from MNIST test digits (each used once; neighbours within a group as in the
+    generated set); `kinds` names each field's style."""
+    from shared.mnist import load_split
+
+    test = load_split(data_dir, "test")
+    rng = np.random.default_rng(seed)
+    order = iter(rng.permutation(len(test.labels)).tolist())
+    files, blobs, labels, kinds = [], [], [], []
+    for style, (sizes, separators, currency) in MARKED_STYLES.items():
+        for _ in range(count):
+            groups, text = [], ""
+            for size in sizes:
+                idx = [next(order) for _ in range(size)]
+                pairs = [KINDS[int(c)] for c in rng.choice(3, size=size - 1, p=[0.5, 0.25, 0.25])]
+                groups.append(render([test.images[i] for i in idx], pairs, rng))
+                text += "".join(str(int(test.labels[i])) for i in idx)
+            files.append(f"{style.split()[0]}-{len(files):04d}.png")
+            blobs.append(_png(joined(groups, list(separators), currency, rng)))
+            labels.append(text)
+            kinds.append(style)
+    return StringSet(f"marked-strings-seed{seed}", files, blobs, labels, kinds)
 
 
 def edit_distance(a: str, b: str) -> int:
@@ -181,12 +282,12 @@ def read_all(blobs: list[bytes], read: Callable[[list[bytes]], list], chunk: int
 def format_strings(report: dict, title: str) -> str:
     def line(name: str, f: dict) -> str:
         s, d = f["strings"], f["digit_errors"]
-        return (f"  {name:<14} strings right {s['rate']:7.2%} ({s['count']} of {s['n']}; "
+        return (f"  {name:<26} strings right {s['rate']:7.2%} ({s['count']} of {s['n']}; "
                 f"95 % CI {s['ci95'][0]:.2%} - {s['ci95'][1]:.2%})   digit error rate "
                 f"{d['rate']:6.2%}   flagged {f['needs_review']}")
 
     lines = [title, line("all", report["all"])]
-    for group in ("length", "neighbours", "fold", "part"):
+    for group in ("length", "neighbours", "style", "fold", "part"):
         for key, figures in report.get(group, {}).items():
             lines.append(line(f"{group} {key}", figures))
     if report["failed"] or report["no_digit"]:

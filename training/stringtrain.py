@@ -3,7 +3,9 @@
 Training strings are made as the generated test set is (training/strings.py: apart,
 touching and overlapping neighbours) but from MNIST *training* digits, each digit
 scaled by 0.85-1.15, with marks the reader must learn to pass over: a full stop or a
-comma, a dash or an equals sign after the digits, an underline. Every string goes
+comma, a dash or an equals sign after the digits, an underline; slashes, full stops,
+commas, dashes or spaces between groups of digits (dates, thousands) and a currency sign
+before them (`training.strings.mark`). Every string goes
 through exactly the reader's path (PNG bytes -> `shared.fields.field_strip`). Real
 cheque amount fields can be mixed in (`real_folds`: ORAND-CAR-A fields whose
 number % 5 is in them, never the folds it is tested on).
@@ -23,9 +25,10 @@ from PIL import Image
 from shared.fields import field_strip
 from shared.stringnet import BLANK, CHANNELS, HIDDEN, STRIDE, StringNet, save
 from training.pools import spawned_pool
-from training.strings import KINDS, _png, render
+from training.strings import CURRENCIES, KINDS, SEPARATORS, _png, joined, render
 
 LENGTHS = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 4, 7: 3, 8: 2}  # relative odds of each length
+GROUPED, PRICED = 0.3, 0.15  # odds of marks between groups of digits, of a currency sign
 
 
 def _marks(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -53,6 +56,26 @@ def _marks(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         y = min(h - 1, base + int(rng.integers(0, 3)))
         ink[y, :] = 255
     return 255 - ink
+
+
+def _render(digits: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    pairs = [KINDS[int(c)] for c in rng.choice(3, size=len(digits) - 1, p=[0.5, 0.25, 0.25])]
+    return render(digits, pairs, rng)
+
+
+def _line(digits: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """The digits as one string, or as groups with marks between them (a date, an amount
+    with thousands) and a currency sign before them."""
+    grouped = len(digits) >= 2 and rng.random() < GROUPED
+    currency = str(rng.choice(CURRENCIES)) if rng.random() < PRICED else None
+    if not grouped and currency is None:
+        return _render(digits, rng)
+    cuts = sorted(rng.choice(np.arange(1, len(digits)), size=min(
+        len(digits) - 1, int(rng.integers(1, 3))), replace=False).tolist()) if grouped else []
+    groups = [digits[a:b] for a, b in zip([0, *cuts], [*cuts, len(digits)], strict=True)]
+    same = str(rng.choice(SEPARATORS))
+    separators = [same if rng.random() < 0.7 else str(rng.choice(SEPARATORS)) for _ in cuts]
+    return joined([_render(g, rng) for g in groups], separators, currency, rng)
 
 
 CHUNK = 1_000  # strings made per task; each chunk has its own generator, seeded (seed, k)
@@ -84,8 +107,7 @@ def _synthetic_chunk(job) -> tuple[list[np.ndarray], list[str]]:
             size = max(8, round(28 * factor))
             digits.append(np.asarray(Image.fromarray(train.images[i]).resize((size, size),
                                                                             Image.BILINEAR)))
-        pairs = [KINDS[int(c)] for c in rng.choice(3, size=length - 1, p=[0.5, 0.25, 0.25])]
-        image = _marks(render(digits, pairs, rng), rng)
+        image = _marks(_line(digits, rng), rng)
         strip = field_strip(_png(image), 10**8)
         if strip is not None:
             strips.append(strip.pixels)
@@ -213,6 +235,9 @@ def train(data_dir, out: Path, count: int = 120_000, epochs: int = 3, real_dir=N
             f"({time.perf_counter() - started:.0f} s)")
     meta = {"name": "digits-strings", "trained_on": {
                 "synthetic_strings": count, "synthetic_from": "MNIST training digits",
+                "marks": "after the digits (35 %), underlines (15 %), between groups of "
+                         f"digits ({GROUPED:.0%}: {' '.join(SEPARATORS)!r}), a currency sign "
+                         f"before them ({PRICED:.0%}: {' '.join(CURRENCIES)})",
                 "real_fields": len(real_strips), "real_folds": list(real_folds),
                 "real_repeat": real_repeat,
                 "real_augmented": "width 0.8-1.2x, slant +-0.25, +-2 px, pen thicker "
