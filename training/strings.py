@@ -103,7 +103,7 @@ def render(digits: list[np.ndarray], kinds: list[str], rng: np.random.Generator)
 
 SEPARATORS = ("/", ".", ",", "-", " ")  # between groups of digits: dates, thousands
 CURRENCIES = ("$", "€")  # before the digits of an amount
-_MARK_WIDTH = {"/": (0.35, 0.7), ".": (0.15, 0.2), ",": (0.15, 0.2), "-": (0.35, 0.6),
+_MARK_WIDTH = {"/": (0.5, 0.85), ".": (0.15, 0.2), ",": (0.15, 0.2), "-": (0.35, 0.6),
                " ": (0.25, 0.5), "$": (0.45, 0.65), "€": (0.5, 0.7)}  # of the digits' height
 
 

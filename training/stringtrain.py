@@ -28,7 +28,7 @@ from training.pools import spawned_pool
 from training.strings import CURRENCIES, KINDS, SEPARATORS, _png, joined, render
 
 LENGTHS = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 4, 7: 3, 8: 2}  # relative odds of each length
-GROUPED, PRICED = 0.3, 0.15  # odds of marks between groups of digits, of a currency sign
+GROUPED, PRICED = 0.15, 0.1  # odds of marks between groups of digits, of a currency sign
 
 
 def _marks(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
