@@ -183,10 +183,15 @@ def _along(ndim: int, axis: int) -> np.ndarray:
     return structure
 
 
+def runs(mask: np.ndarray, axis: int) -> np.ndarray:
+    """A label for each run of set cells along `axis` (a row: the last axis; a column:
+    the one before), 0 off the runs, for a page or each page of a stack."""
+    return ndimage.label(mask, structure=_along(mask.ndim, axis))[0]
+
+
 def run_lengths(mask: np.ndarray, axis: int) -> np.ndarray:
-    """Length of the run of set cells along `axis` (a row: the last axis; a column: the
-    one before) that each cell of a page, or of each page of a stack, belongs to."""
-    labels, _ = ndimage.label(mask, structure=_along(mask.ndim, axis))
+    """Length of the run of set cells along `axis` (`runs`) that each cell belongs to."""
+    labels = runs(mask, axis)
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     return sizes[labels]

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from shared.digitbox import rule_pixels, run_lengths
+from shared.digitbox import rule_pixels, run_lengths, runs
 from shared.imaging import ImageError, _stack, decode, to_channels
 from shared.inkmap import ink_map
 
@@ -32,7 +32,6 @@ STRIDE = 4  # the strip's width is a multiple of this (the network's column stri
 MAX_STRIP_WIDTH = 2048  # a field longer than this is squeezed to it
 MAX_INK_WIDTH = MAX_STRIP_WIDTH - 2 * SIDE
 _EIGHT = np.ones((3, 3), bool)
-_VERTICAL = np.array([[0, 1, 0]] * 3, bool)  # joins cells up and down only
 
 
 @dataclass
@@ -92,22 +91,22 @@ def remove_lines(ink: np.ndarray) -> np.ndarray:
     1s otherwise)."""
     h, _ = ink.shape
     mask = ink > 0.35
-    long = run_lengths(mask, 1) >= 1.2 * h
+    across = run_lengths(mask, 1)
+    long = across >= 1.2 * h
     if not long.any():
         return ink
-    down = run_lengths(mask, 0)
-    thin = down <= max(2, 0.12 * h)
+    limit = max(2, 0.12 * h)  # how thick a printed line may be
+    thin = run_lengths(mask, 0) <= limit
     rules = rule_pixels(mask, long, thin)
     ruled = np.flatnonzero((long & thin).any(axis=1))
     top, bottom = ruled[ruled < h / 4], ruled[ruled >= 3 * h / 4]
     if top.size and bottom.size:  # a box's top and bottom
         # Its sides and bars: vertical runs of ink from the top rule to the bottom one (a
         # "1" on ruled paper crosses one rule, seldom both), thin across.
-        runs, _ = ndimage.label(mask, structure=_VERTICAL)
-        both = np.intersect1d(runs[top], runs[bottom])
-        tall = np.isin(runs, both[both > 0])
-        narrow = run_lengths(mask, 1) <= max(2, 0.12 * h)
-        rules |= rule_pixels(mask.T, tall.T, narrow.T).T | (long & tall)  # and corners
+        columns = runs(mask, 0)
+        both = np.intersect1d(columns[top], columns[bottom])
+        tall = np.isin(columns, both[both > 0])
+        rules |= rule_pixels(mask.T, tall.T, (across <= limit).T).T | (long & tall)  # corners
     return np.where(rules, 0.0, ink).astype(np.float32)
 
 

@@ -112,12 +112,17 @@ def _per_page(values: np.ndarray) -> np.ndarray:
     return np.asarray(values, dtype=np.float32)[:, None, None]
 
 
+def _band(h: int, w: int) -> int:
+    """How deep the band along a page's edges is that its paper is read from."""
+    return max(1, round(0.1 * min(h, w)))
+
+
 def _rim(stack: np.ndarray) -> np.ndarray:
     """(n, h, w) -> (n, m): a sample of the pixels in a band along each page's edges. Paper
     is the most common colour there even when a digit cropped tight to its box touches
     every edge, or covers most of the page (where the page's own median is ink)."""
     n, h, w = stack.shape
-    band = max(1, round(0.1 * min(h, w)))
+    band = _band(h, w)
     step_y, step_x = max(1, h // 64), max(1, w // 64)
     rows = np.concatenate([stack[:, :band:step_y], stack[:, h - band :: step_y]], axis=1)
     middle = stack[:, band : h - band : step_y]
@@ -169,7 +174,7 @@ def _paper(stack: np.ndarray, frames: np.ndarray | None) -> np.ndarray:
         return level
     pages, trims = stack[framed], frames[framed]
     n, h, w = pages.shape
-    band = max(1, round(0.1 * min(h, w)))
+    band = _band(h, w)
     deep = band + FRAME_LINES
     values, keep = [], []
     for side, lines in enumerate(_edge_lines(pages, deep)):

@@ -51,6 +51,12 @@ def _crop(digit: np.ndarray) -> np.ndarray:
     return digit[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
 
 
+def neighbour_kinds(count: int, rng: np.random.Generator) -> list[str]:
+    """How each of `count` pairs of neighbours sits: apart 1/2, touching 1/4,
+    overlapping 1/4 (KINDS)."""
+    return [KINDS[int(c)] for c in rng.choice(3, size=count, p=[0.5, 0.25, 0.25])]
+
+
 def _touch_offset(canvas: np.ndarray, digit: np.ndarray, top: int) -> int:
     """The smallest x at which `digit`, its top at `top`, does not overlap the ink
     already on `canvas` row by row; placed there, the two touch (8-connected)."""
@@ -187,7 +193,7 @@ def generated_strings(data_dir, seed: int = SEED, mix: dict[int, int] | None = N
         for k in range(count):
             idx = order[used : used + length]
             used += length
-            pairs = [KINDS[int(c)] for c in rng.choice(3, size=length - 1, p=[0.5, 0.25, 0.25])]
+            pairs = neighbour_kinds(length - 1, rng)
             image = render([test.images[i] for i in idx], pairs, rng)
             files.append(f"len{length}-{k:04d}.png")
             blobs.append(_png(image))
@@ -223,8 +229,8 @@ def marked_strings(data_dir, seed: int = MARKED_SEED, count: int = 200) -> Strin
             groups, text = [], ""
             for size in sizes:
                 idx = [next(order) for _ in range(size)]
-                pairs = [KINDS[int(c)] for c in rng.choice(3, size=size - 1, p=[0.5, 0.25, 0.25])]
-                groups.append(render([test.images[i] for i in idx], pairs, rng))
+                groups.append(render([test.images[i] for i in idx],
+                                     neighbour_kinds(size - 1, rng), rng))
                 text += "".join(str(int(test.labels[i])) for i in idx)
             files.append(f"{style.split()[0]}-{len(files):04d}.png")
             blobs.append(_png(joined(groups, list(separators), currency, rng)))

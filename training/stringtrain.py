@@ -25,7 +25,7 @@ from PIL import Image
 from shared.fields import field_strip
 from shared.stringnet import BLANK, CHANNELS, HIDDEN, STRIDE, StringNet, save
 from training.pools import spawned_pool
-from training.strings import CURRENCIES, KINDS, SEPARATORS, _png, joined, render
+from training.strings import CURRENCIES, SEPARATORS, _png, joined, neighbour_kinds, render
 
 LENGTHS = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 4, 7: 3, 8: 2}  # relative odds of each length
 GROUPED, PRICED = 0.15, 0.1  # odds of marks between groups of digits, of a currency sign
@@ -58,24 +58,20 @@ def _marks(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return 255 - ink
 
 
-def _render(digits: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    pairs = [KINDS[int(c)] for c in rng.choice(3, size=len(digits) - 1, p=[0.5, 0.25, 0.25])]
-    return render(digits, pairs, rng)
-
-
 def _line(digits: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
     """The digits as one string, or as groups with marks between them (a date, an amount
     with thousands) and a currency sign before them."""
     grouped = len(digits) >= 2 and rng.random() < GROUPED
     currency = str(rng.choice(CURRENCIES)) if rng.random() < PRICED else None
     if not grouped and currency is None:
-        return _render(digits, rng)
+        return render(digits, neighbour_kinds(len(digits) - 1, rng), rng)
     cuts = sorted(rng.choice(np.arange(1, len(digits)), size=min(
         len(digits) - 1, int(rng.integers(1, 3))), replace=False).tolist()) if grouped else []
     groups = [digits[a:b] for a, b in zip([0, *cuts], [*cuts, len(digits)], strict=True)]
     same = str(rng.choice(SEPARATORS))
     separators = [same if rng.random() < 0.7 else str(rng.choice(SEPARATORS)) for _ in cuts]
-    return joined([_render(g, rng) for g in groups], separators, currency, rng)
+    return joined([render(g, neighbour_kinds(len(g) - 1, rng), rng) for g in groups],
+                  separators, currency, rng)
 
 
 CHUNK = 1_000  # strings made per task; each chunk has its own generator, seeded (seed, k)
