@@ -23,6 +23,9 @@ DEFAULT_MAX_PIECES = 8  # separate pieces of ink kept together: a digit has one 
 DEFAULT_MIN_CONTRAST = 0.0  # ink-paper difference (0..1) below which ink is a texture
 DEFAULT_MAX_BLOCK = 1.0  # share of its box a digit's ink may fill (1.0: no limit)
 
+# The no-digit probe reads these measures of the image beside the model's answer.
+PROBE_MEASURES = ("ink_fraction", "contrast", "clutter", "pieces", "pen", "block")
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -57,6 +60,26 @@ def looks_like_no_digit(prepared: Prepared, meta: dict) -> bool:
     return prepared.ink_fraction > max_ink
 
 
+def probe_features(prepared: Prepared, probabilities: np.ndarray) -> np.ndarray:
+    """The no-digit probe's inputs: the calibrated log-probabilities of the ten digits
+    (how the model hesitates, not only how much) and the image's measures."""
+    measures = [getattr(prepared, name) for name in PROBE_MEASURES]
+    measures[PROBE_MEASURES.index("pieces")] = np.log1p(prepared.pieces)
+    logp = np.log(np.clip(np.asarray(probabilities, np.float64), 1e-9, 1.0))
+    return np.concatenate([logp, measures])
+
+
+def probe_says_no_digit(prepared: Prepared, probabilities: np.ndarray, meta: dict) -> bool:
+    """A logistic probe, fitted by `digits calibrate` on digits and generated non-digits
+    that the rules above let through (training/nodigit.py): textures and patterned paper
+    that the model reads as a digit, with an answer spread unlike a digit's."""
+    probe = meta.get("no_digit_probe")
+    if not probe:
+        return False
+    score = float(np.dot(probe["weights"], probe_features(prepared, probabilities)))
+    return score + probe["bias"] > probe["threshold"]
+
+
 def judge(prepared: Prepared, probabilities: np.ndarray, meta: dict) -> Verdict:
     """`probabilities` must be softmax(logits / meta["temperature"]): the thresholds were
     fitted on that calibrated confidence."""
@@ -64,7 +87,8 @@ def judge(prepared: Prepared, probabilities: np.ndarray, meta: dict) -> Verdict:
     no_digit = float(meta.get("no_digit_threshold", DEFAULT_NO_DIGIT_THRESHOLD))
     digit = int(np.argmax(probabilities))
     confidence = float(probabilities[digit])
-    if looks_like_no_digit(prepared, meta) or confidence < no_digit:
+    if (looks_like_no_digit(prepared, meta) or confidence < no_digit
+            or probe_says_no_digit(prepared, probabilities, meta)):
         return Verdict("no_digit", None, confidence, needs_review=False)
     # An image that holds several digits still gets one answer here (digit mode), for a
     # person to check.

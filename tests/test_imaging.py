@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 from shared.formats import sniff_format
 from shared.imaging import ImageError, Prepared, decode, prepare
 from shared.settings import get_settings
-from shared.verdict import Verdict, judge, softmax
+from shared.verdict import PROBE_MEASURES, Verdict, judge, probe_features, softmax
 
 # The shipped model (models/digits-cnn.safetensors unless DIGITS_MODEL_PATH says otherwise).
 MODEL = Path(get_settings().model_path)
@@ -287,8 +287,10 @@ def test_real_digits_are_done(digits, shipped):
 def test_shipped_metadata_carries_fitted_thresholds(shipped):
     _, meta = shipped
     for key in ("review_threshold", "no_digit_threshold", "no_digit_max_clutter",
-                "no_digit_max_ink_fraction", "no_digit_max_pen", "no_digit_max_block"):
+                "no_digit_max_ink_fraction", "no_digit_max_pen", "no_digit_max_block",
+                "no_digit_probe"):
         assert key in meta, f"run `digits calibrate`: {key} missing"
+    assert len(meta["no_digit_probe"]["weights"]) == 10 + len(PROBE_MEASURES)
     assert 0 < meta["no_digit_threshold"] <= meta["review_threshold"] < 1
 
 
@@ -387,6 +389,26 @@ def test_scatter_of_blobs_and_faint_textures_are_no_digit():
     faint = Prepared(digit.pixels, 0.2, True, 0.05, 0.0, 1, 1.0)
     assert judge(faint, probs, meta).status == "no_digit"
 
+
+def test_the_no_digit_probe_weighs_the_answer_and_the_measures():
+    """score = weights . (log-probabilities, measures) + bias; over its threshold, no digit.
+    Here it weighs the log-probability of a 4 against low contrast."""
+    weights = np.zeros(10 + len(PROBE_MEASURES))
+    weights[4] = -1.0
+    weights[10 + PROBE_MEASURES.index("contrast")] = -10.0
+    meta = {"review_threshold": 0.9, "no_digit_threshold": 0.1,
+            "no_digit_probe": {"weights": weights.tolist(), "bias": 0.0, "threshold": -4.0}}
+    sure = np.full(10, 0.01)
+    sure[4] = 0.91
+    digit = Prepared(np.zeros((28, 28), np.float32), 0.2, True, 0.5, 0.0, 1, 1.0)
+    assert probe_features(digit, sure).shape == weights.shape
+    assert judge(digit, sure, meta).status == "done"  # 0.09 - 5 < -4
+    faint = Prepared(digit.pixels, 0.2, True, 0.25, 0.0, 1, 1.0)
+    assert judge(faint, sure, meta).status == "no_digit"  # 0.09 - 2.5 > -4
+    unsure = np.full(10, 0.8 / 9)
+    unsure[4] = 0.2
+    assert judge(digit, unsure, meta).status == "no_digit"  # 1.61 - 5 > -4
+    assert judge(digit, unsure, {**meta, "no_digit_probe": None}).status == "done"
 
 
 def test_a_filled_box_is_no_digit_and_a_bar_or_a_ring_is_not():
