@@ -335,14 +335,15 @@ def _prepare_chunk(job) -> tuple[list[Variant], list[Prepared | None], float]:
 def generate_and_prepare(images, labels, seed: int, workers: int | None = None):
     """The set, prepared, using every core: generating it costs more than preparing it."""
     import os
-    from concurrent.futures import ProcessPoolExecutor
+
+    from training.pools import spawned_pool
 
     workers = workers or os.cpu_count() or 1
     step = -(-len(labels) // (workers * 4))
     jobs = [(images[i : i + step], labels[i : i + step], seed, i)
             for i in range(0, len(labels), step)]
     variants, prepared, costs = [], [], []
-    with ProcessPoolExecutor(workers) as pool:
+    with spawned_pool(workers) as pool:
         for v, p, c in pool.map(_prepare_chunk, jobs):
             variants += v
             prepared += p
