@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from shared.fields import field_strip
-from shared.stringnet import BLANK, CHANNELS, HIDDEN, STRIDE, StringNet, save
+from shared.stringnet import BLANK, CHANNELS, HIDDEN, STRIDE, StringNet, load, save
 from training.pools import spawned_pool
 from training.strings import CURRENCIES, SEPARATORS, _png, joined, neighbour_kinds, render
 
@@ -191,7 +191,10 @@ def _tensor(strips: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
 def train(data_dir, out: Path, count: int = 120_000, epochs: int = 3, real_dir=None,
           real_folds: tuple[int, ...] = (), real_repeat: int = 24, seed: int = 0,
           threads: int = 2, log=print, augment_real: bool = True,
-          channels: tuple[int, ...] = CHANNELS, hidden: int = HIDDEN) -> dict:
+          channels: tuple[int, ...] = CHANNELS, hidden: int = HIDDEN,
+          init: Path | None = None, max_lr: float = 3e-3) -> dict:
+    """Train a string network (from `init`'s weights when given: a second stage) and save
+    it to `out` with its metadata."""
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -201,11 +204,11 @@ def train(data_dir, out: Path, count: int = 120_000, epochs: int = 3, real_dir=N
     texts += real_texts * real_repeat
     log(f"{len(strips)} strips ({len(real_strips)} real fields x {real_repeat}) made in "
         f"{time.perf_counter() - started:.0f} s")
-    model = StringNet(channels, hidden)
+    model, before = (load(init) if init else (StringNet(channels, hidden), None))
     batch = 64
     steps = epochs * -(-len(strips) // batch)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=steps)
+    opt = torch.optim.AdamW(model.parameters(), lr=max_lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=steps)
     ctc = torch.nn.CTCLoss(blank=BLANK, zero_infinity=True)
     widths = np.array([s.shape[1] for s in strips])
     rng = np.random.default_rng(seed)
@@ -239,7 +242,10 @@ def train(data_dir, out: Path, count: int = 120_000, epochs: int = 3, real_dir=N
                 "real_augmented": "width 0.8-1.2x, slant +-0.25, +-2 px, pen thicker "
                                   "or thinner, drawn anew for each copy each epoch"
                                   if augment_real and real_strips else None},
-            "epochs": epochs, "seed": seed, "loss_history": history,
+            "epochs": epochs, "seed": seed, "max_lr": max_lr, "loss_history": history,
+            "started_from": before and {"version": before.get("version"),
+                                        "trained_on": before.get("trained_on"),
+                                        "epochs": before.get("epochs")},
             "training_seconds": round(time.perf_counter() - started, 1)}
     return save(model.eval(), meta, out)
 
@@ -265,6 +271,9 @@ def main() -> None:  # pragma: no cover - a long run, started by hand
     p.add_argument("--channels", default=",".join(map(str, CHANNELS)),
                    help="the four convolutions' widths")
     p.add_argument("--hidden", type=int, default=HIDDEN, help="the 1-D convolutions' width")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from these string weights (a second stage) instead of anew")
+    p.add_argument("--max-lr", type=float, default=3e-3, help="the one-cycle schedule's peak")
     p.add_argument("--no-augment", action="store_true",
                    help="real fields as they are (learnt by heart: 100 %% trained, 71 %% new)")
     args = p.parse_args()
@@ -274,7 +283,8 @@ def main() -> None:  # pragma: no cover - a long run, started by hand
                  args.epochs, os.environ.get("DIGITS_REAL_DATA_DIR"), folds, args.real_repeat,
                  seed=args.seed,
                  augment_real=not args.no_augment,
-                 channels=tuple(int(c) for c in args.channels.split(",")), hidden=args.hidden)
+                 channels=tuple(int(c) for c in args.channels.split(",")), hidden=args.hidden,
+                 init=args.init, max_lr=args.max_lr)
     print(json.dumps(meta))
 
 
