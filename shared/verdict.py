@@ -19,6 +19,7 @@ DEFAULT_NO_DIGIT_THRESHOLD = 0.5
 DEFAULT_MAX_CLUTTER = 0.5  # share of the ink lying in specks and shapes away from the digit
 DEFAULT_MAX_INK_FRACTION = 0.5  # share of the page covered by ink
 DEFAULT_MAX_PEN = 4.0  # pen width over MNIST's: wider is a blob or a photo, not a stroke
+DEFAULT_MIN_PEN = 0.0  # under it no stroke at all: no pixel of the shape reaches half the ink
 DEFAULT_MAX_PIECES = 8  # separate pieces of ink kept together: a digit has one to three
 DEFAULT_MIN_CONTRAST = 0.0  # ink-paper difference (0..1) below which ink is a texture
 DEFAULT_MAX_BLOCK = 1.0  # share of its box a digit's ink may fill (1.0: no limit)
@@ -50,6 +51,8 @@ def looks_like_no_digit(prepared: Prepared, meta: dict) -> bool:
         return True
     if prepared.pen > float(meta.get("no_digit_max_pen", DEFAULT_MAX_PEN)):
         return True
+    if prepared.pen < float(meta.get("no_digit_min_pen", DEFAULT_MIN_PEN)):
+        return True  # a smear: no pixel of the fitted shape reaches half the ink level
     if prepared.contrast < float(meta.get("no_digit_min_contrast", DEFAULT_MIN_CONTRAST)):
         return True  # faint all over: a texture or a stain more than a pen stroke
     if prepared.pieces > int(meta.get("no_digit_max_pieces", DEFAULT_MAX_PIECES)):

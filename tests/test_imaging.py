@@ -288,7 +288,7 @@ def test_shipped_metadata_carries_fitted_thresholds(shipped):
     _, meta = shipped
     for key in ("review_threshold", "no_digit_threshold", "no_digit_max_clutter",
                 "no_digit_max_ink_fraction", "no_digit_max_pen", "no_digit_max_block",
-                "no_digit_probe"):
+                "no_digit_min_pen", "no_digit_probe"):
         assert key in meta, f"run `digits calibrate`: {key} missing"
     assert len(meta["no_digit_probe"]["weights"]) == 10 + len(PROBE_MEASURES)
     assert 0 < meta["no_digit_threshold"] <= meta["review_threshold"] < 1
@@ -388,6 +388,16 @@ def test_scatter_of_blobs_and_faint_textures_are_no_digit():
     assert judge(blobs, probs, meta).status == "no_digit"
     faint = Prepared(digit.pixels, 0.2, True, 0.05, 0.0, 1, 1.0)
     assert judge(faint, probs, meta).status == "no_digit"
+
+
+def test_a_smear_with_no_stroke_is_no_digit():
+    """A stroke is at least 2 px wide, so a digit's pen is at least half MNIST's; a shape
+    none of whose pixels reaches half the ink level measures 0 (a band of noise)."""
+    meta = {"review_threshold": 0.9, "no_digit_threshold": 0.3, "no_digit_min_pen": 0.4}
+    smear = Prepared(np.zeros((28, 28), np.float32), 0.13, True, 0.1, 0.0, 2, 0.0)
+    assert judge(smear, np.eye(10)[1], meta).status == "no_digit"
+    thin = Prepared(smear.pixels, 0.13, True, 0.1, 0.0, 2, 0.5)
+    assert judge(thin, np.eye(10)[1], meta).status == "done"
 
 
 def test_the_no_digit_probe_weighs_the_answer_and_the_measures():

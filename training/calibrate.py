@@ -111,6 +111,9 @@ def fit(model, meta: dict, data_dir, real_dir=None) -> dict:
         "no_digit_max_ink_fraction": min(0.95, max(_upper(v, share)
                                                    for v in each("ink_fraction"))),
         "no_digit_max_pen": max(_upper(v, share) for v in each("pen")),
+        # A stroke is at least 2 px wide (shared.digitbox._pen_widths), so a digit's pen is
+        # at least half MNIST's; 0 when no pixel reaches half the ink level.
+        "no_digit_min_pen": min(float(np.quantile(v, share)) for v in each("pen")) / 1.2,
         "no_digit_max_block": min(1.0, max(_upper(v, share) for v in each("block"))),
         "no_digit_min_contrast": min(float(np.quantile(v, share)) for v in each("contrast"))
         / 1.2,
