@@ -9,8 +9,9 @@ average (a real set of a few hundred would vanish in the MNIST-drawn thousands):
 - the calibration part of each real set (training/labelled.py), when present.
 
 The non-digits are generated blank pages, noise, textures, ruled lines, empty form
-boxes and empty cheque boxes. One global set of thresholds comes out, stored in the
-model metadata beside the weights, where `shared.verdict.judge` reads it.
+boxes and empty cheque boxes. One global set of thresholds comes out, with the no-digit
+probe (training/nodigit.py), stored in the model metadata beside the weights, where
+`shared.verdict.judge` reads it.
 """
 
 from __future__ import annotations
