@@ -72,15 +72,18 @@ def probe_features(prepared: Prepared, probabilities: np.ndarray) -> np.ndarray:
     return np.concatenate([logp, measures])
 
 
+def probe_score(probe: dict, prepared: Prepared, probabilities: np.ndarray) -> float:
+    """The probe's log-odds that the image holds no digit."""
+    return float(np.dot(probe["weights"], probe_features(prepared, probabilities))
+                 + probe["bias"])
+
+
 def probe_says_no_digit(prepared: Prepared, probabilities: np.ndarray, meta: dict) -> bool:
     """A logistic probe, fitted by `digits calibrate` on digits and generated non-digits
     that the rules above let through (training/nodigit.py): textures and patterned paper
     that the model reads as a digit, with an answer spread unlike a digit's."""
     probe = meta.get("no_digit_probe")
-    if not probe:
-        return False
-    score = float(np.dot(probe["weights"], probe_features(prepared, probabilities)))
-    return score + probe["bias"] > probe["threshold"]
+    return bool(probe) and probe_score(probe, prepared, probabilities) > probe["threshold"]
 
 
 def judge(prepared: Prepared, probabilities: np.ndarray, meta: dict) -> Verdict:

@@ -150,11 +150,9 @@ def fit(model, meta: dict, data_dir, real_dir=None) -> dict:
 
 
 def _probe_scores(probe: dict, items, probs) -> np.ndarray:
-    from shared.verdict import probe_features
+    from shared.verdict import probe_score
 
-    weights = np.asarray(probe["weights"])
-    return np.array([np.dot(weights, probe_features(p, q)) + probe["bias"]
-                     if p is not None and p.has_ink else -np.inf
+    return np.array([probe_score(probe, p, q) if p is not None and p.has_ink else -np.inf
                      for p, q in zip(items, probs, strict=True)])
 
 
