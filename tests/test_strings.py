@@ -344,6 +344,31 @@ def test_string_training_writes_a_model_the_worker_reads(data_dir, tmp_path):
     assert len(model.read([_png(255 - np.eye(30, 90, dtype=np.uint8) * 255)])) == 1
 
 
+def test_string_training_can_lean_shrink_and_average(data_dir, tmp_path):
+    """--slant, --small-end and --ema (tried, docs/strings.md): a leaning string keeps its
+    height and its ink, strings are still made and labelled with the options on, the
+    metadata names them, and the averaged weights are a model the worker reads."""
+    from training.stringtrain import _slanted, train
+    from worker.strings import StringModel
+
+    bar = np.full((40, 20), 255, np.uint8)
+    bar[:, 9:11] = 0
+    leaning = _slanted(bar, np.random.default_rng(0))  # s = 0.08: it leans 2-3 px
+    assert leaning.shape[0] == 40 and leaning.shape[1] > 20
+    dark = leaning < 128
+    assert abs(np.flatnonzero(dark[2]).mean() - np.flatnonzero(dark[-3]).mean()) > 1
+    assert np.count_nonzero(dark) == pytest.approx(np.count_nonzero(bar < 128), rel=0.2)
+    if not data_dir.is_dir():
+        pytest.skip("MNIST not found")
+    out = tmp_path / "digits-strings.safetensors"
+    meta = train(data_dir, out, count=48, epochs=1, channels=(4, 4, 8, 8), hidden=8,
+                 log=lambda *_: None, slant=1.0, small_end=1.0, ema=0.9)
+    assert meta["trained_on"]["slanted"] == 1.0 and meta["trained_on"]["small_end"] == 1.0
+    assert meta["ema_decay"] == 0.9
+    model = StringModel(out, "cpu", 16, runtime="torch")
+    assert model.read([_png(np.full((30, 90), 255, np.uint8))])[0].status == "no_digit"
+
+
 def test_string_training_takes_a_folder_or_a_file_for_its_output(tmp_path):
     from training.stringtrain import weights_path
 

@@ -13,6 +13,7 @@ number % 5 is in them, never the folds it is tested on).
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -26,6 +27,7 @@ from shared.fields import field_strip
 from shared.stringnet import BLANK, CHANNELS, HIDDEN, STRIDE, StringNet, load, save
 from training.pools import spawned_pool
 from training.strings import CURRENCIES, SEPARATORS, _png, joined, neighbour_kinds, render
+from training.train import ema_update
 
 LENGTHS = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 4, 7: 3, 8: 2}  # relative odds of each length
 GROUPED, PRICED = 0.15, 0.1  # odds of marks between groups of digits, of a currency sign
@@ -87,8 +89,19 @@ def _load_train(data_dir: str) -> None:
     _train = load_split(data_dir, "train")
 
 
+def _slanted(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The whole string leaning as handwriting leans (dark ink on white): x -> x + s (y -
+    h/2), s up to 0.3 either way, widened so that nothing leans out of the image."""
+    h = image.shape[0]
+    s = rng.uniform(-0.3, 0.3)
+    pad = int(abs(s) * h / 2) + 1
+    img = Image.fromarray(np.pad(image, ((0, 0), (pad, pad)), constant_values=255))
+    return np.asarray(img.transform(img.size, Image.AFFINE, (1, s, -s * h / 2, 0, 1, 0),
+                                    Image.BILINEAR, fillcolor=255))
+
+
 def _synthetic_chunk(job) -> tuple[list[np.ndarray], list[str]]:
-    count, seed, k = job
+    count, seed, k, slant, small_end = job
     train = _train
     rng = np.random.default_rng((seed, k))
     lengths = np.array(list(LENGTHS))
@@ -97,13 +110,20 @@ def _synthetic_chunk(job) -> tuple[list[np.ndarray], list[str]]:
     while len(strips) < count:
         length = int(rng.choice(lengths, p=odds / odds.sum()))
         idx = rng.integers(0, len(train.labels), size=length)
+        # Amounts end in digits written smaller ("40.000"): the last one to three digits of
+        # a `small_end` share of the strings 0.55-0.8 times as tall as the others.
+        small, shrink = 0, 1.0
+        if small_end and length >= 3 and rng.random() < small_end:
+            small, shrink = int(rng.integers(1, 4)), rng.uniform(0.55, 0.8)
         digits = []
-        for i in idx:
-            factor = rng.uniform(0.85, 1.15)
+        for j, i in enumerate(idx):
+            factor = rng.uniform(0.85, 1.15) * (shrink if j >= length - small else 1.0)
             size = max(8, round(28 * factor))
             digits.append(np.asarray(Image.fromarray(train.images[i]).resize((size, size),
                                                                             Image.BILINEAR)))
         image = _marks(_line(digits, rng), rng)
+        if slant and rng.random() < slant:
+            image = _slanted(image, rng)
         strip = field_strip(_png(image), 10**8)
         if strip is not None:
             strips.append(strip.pixels)
@@ -111,11 +131,13 @@ def _synthetic_chunk(job) -> tuple[list[np.ndarray], list[str]]:
     return strips, texts
 
 
-def synthetic(data_dir, count: int, seed: int, workers: int | None = None
+def synthetic(data_dir, count: int, seed: int, workers: int | None = None,
+              slant: float = 0.0, small_end: float = 0.0
               ) -> tuple[list[np.ndarray], list[str]]:
     """`count` training strings as strips, with their digits, made in chunks on every
-    core (the same strings for a seed, whatever the number of cores)."""
-    jobs = [(min(CHUNK, count - start), seed, start // CHUNK)
+    core (the same strings for a seed, whatever the number of cores); a `slant` share of
+    them leaning, a `small_end` share ending in smaller digits."""
+    jobs = [(min(CHUNK, count - start), seed, start // CHUNK, slant, small_end)
             for start in range(0, count, CHUNK)]
     strips, texts = [], []
     with spawned_pool(workers or os.cpu_count() or 1, initializer=_load_train,
@@ -192,19 +214,22 @@ def train(data_dir, out: Path, count: int = 120_000, epochs: int = 3, real_dir=N
           real_folds: tuple[int, ...] = (), real_repeat: int = 24, seed: int = 0,
           threads: int = 2, log=print, augment_real: bool = True,
           channels: tuple[int, ...] = CHANNELS, hidden: int = HIDDEN,
-          init: Path | None = None, max_lr: float = 3e-3) -> dict:
+          init: Path | None = None, max_lr: float = 3e-3, slant: float = 0.0,
+          small_end: float = 0.0, ema: float = 0.0) -> dict:
     """Train a string network (from `init`'s weights when given: a second stage) and save
-    it to `out` with its metadata."""
+    it to `out` with its metadata; with `ema`, the moving average of its weights at that
+    decay (as the digit model's training keeps) instead of the last ones."""
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     started = time.perf_counter()
-    strips, texts = synthetic(data_dir, count, seed)
+    strips, texts = synthetic(data_dir, count, seed, slant=slant, small_end=small_end)
     real_strips, real_texts = real_fields(real_dir, real_folds) if real_dir else ([], [])
     strips += real_strips * real_repeat
     texts += real_texts * real_repeat
     log(f"{len(strips)} strips ({len(real_strips)} real fields x {real_repeat}) made in "
         f"{time.perf_counter() - started:.0f} s")
     model, before = (load(init) if init else (StringNet(channels, hidden), None))
+    average = copy.deepcopy(model) if ema else None
     batch = 64
     steps = epochs * -(-len(strips) // batch)
     opt = torch.optim.AdamW(model.parameters(), lr=max_lr, weight_decay=1e-4)
@@ -213,6 +238,7 @@ def train(data_dir, out: Path, count: int = 120_000, epochs: int = 3, real_dir=N
     widths = np.array([s.shape[1] for s in strips])
     rng = np.random.default_rng(seed)
     history = []
+    step = 0
     for epoch in range(epochs):
         model.train()
         total, seen = 0.0, 0
@@ -227,6 +253,9 @@ def train(data_dir, out: Path, count: int = 120_000, epochs: int = 3, real_dir=N
             loss.backward()
             opt.step()
             sched.step()
+            if average is not None:
+                ema_update(average, model, step, ema)
+            step += 1
             total += float(loss.detach()) * len(idx)
             seen += len(idx)
         history.append(round(total / seen, 4))
@@ -237,17 +266,19 @@ def train(data_dir, out: Path, count: int = 120_000, epochs: int = 3, real_dir=N
                 "marks": "after the digits (35 %), underlines (15 %), between groups of "
                          f"digits ({GROUPED:.0%}: {' '.join(SEPARATORS)!r}), a currency sign "
                          f"before them ({PRICED:.0%}: {' '.join(CURRENCIES)})",
+                "slanted": slant, "small_end": small_end,
                 "real_fields": len(real_strips), "real_folds": list(real_folds),
                 "real_repeat": real_repeat,
                 "real_augmented": "width 0.8-1.2x, slant +-0.25, +-2 px, pen thicker "
                                   "or thinner, drawn anew for each copy each epoch"
                                   if augment_real and real_strips else None},
             "epochs": epochs, "seed": seed, "max_lr": max_lr, "loss_history": history,
+            "ema_decay": ema or None,
             "started_from": before and {"version": before.get("version"),
                                         "trained_on": before.get("trained_on"),
                                         "epochs": before.get("epochs")},
             "training_seconds": round(time.perf_counter() - started, 1)}
-    return save(model.eval(), meta, out)
+    return save((average if average is not None else model).eval(), meta, out)
 
 
 def weights_path(out: Path) -> Path:
@@ -274,6 +305,12 @@ def main() -> None:  # pragma: no cover - a long run, started by hand
     p.add_argument("--init", type=Path, default=None,
                    help="start from these string weights (a second stage) instead of anew")
     p.add_argument("--max-lr", type=float, default=3e-3, help="the one-cycle schedule's peak")
+    p.add_argument("--slant", type=float, default=0.0,
+                   help="share of the strings leaning by up to 0.3 either way")
+    p.add_argument("--small-end", type=float, default=0.0,
+                   help="share of the strings whose last 1-3 digits are written smaller")
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="keep the moving average of the weights at this decay (e.g. 0.999)")
     p.add_argument("--no-augment", action="store_true",
                    help="real fields as they are (learnt by heart: 100 %% trained, 71 %% new)")
     args = p.parse_args()
@@ -284,7 +321,8 @@ def main() -> None:  # pragma: no cover - a long run, started by hand
                  seed=args.seed,
                  augment_real=not args.no_augment,
                  channels=tuple(int(c) for c in args.channels.split(",")), hidden=args.hidden,
-                 init=args.init, max_lr=args.max_lr)
+                 init=args.init, max_lr=args.max_lr, slant=args.slant,
+                 small_end=args.small_end, ema=args.ema)
     print(json.dumps(meta))
 
 
