@@ -369,6 +369,19 @@ def test_string_training_can_lean_shrink_and_average(data_dir, tmp_path):
     assert model.read([_png(np.full((30, 90), 255, np.uint8))])[0].status == "no_digit"
 
 
+def test_string_training_refuses_a_shape_for_a_second_stage(monkeypatch, capsys):
+    """--init trains the weights it is given on: a shape asked for beside it would be
+    silently ignored, so it is refused before anything is made."""
+    from training import stringtrain
+
+    monkeypatch.setattr("sys.argv", ["stringtrain", "--init", "models/x.safetensors",
+                                     "--hidden", "64"])
+    with pytest.raises(SystemExit) as exit_:
+        stringtrain.main()
+    assert exit_.value.code == 2
+    assert "--channels and --hidden do not apply" in capsys.readouterr().err
+
+
 def test_string_training_takes_a_folder_or_a_file_for_its_output(tmp_path):
     from training.stringtrain import weights_path
 

@@ -314,6 +314,9 @@ def main() -> None:  # pragma: no cover - a long run, started by hand
     p.add_argument("--no-augment", action="store_true",
                    help="real fields as they are (learnt by heart: 100 %% trained, 71 %% new)")
     args = p.parse_args()
+    if args.init and (args.channels != p.get_default("channels")
+                      or args.hidden != p.get_default("hidden")):
+        p.error("--init keeps the shape of its weights: --channels and --hidden do not apply")
     folds = tuple(int(f) for f in args.real_folds.split(",") if f)
     meta = train(os.environ.get("DIGITS_DATA_DIR", "data/mnist"), weights_path(args.out),
                  args.count,
