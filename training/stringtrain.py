@@ -89,15 +89,20 @@ def _load_train(data_dir: str) -> None:
     _train = load_split(data_dir, "train")
 
 
+def _sheared(img: Image.Image, s: float, paper: int = 0) -> Image.Image:
+    """`img` leaning about its middle row, x -> x + s (y - h/2), the uncovered corners
+    filled with `paper`."""
+    return img.transform(img.size, Image.AFFINE, (1, s, -s * img.height / 2, 0, 1, 0),
+                         Image.BILINEAR, fillcolor=paper)
+
+
 def _slanted(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The whole string leaning as handwriting leans (dark ink on white): x -> x + s (y -
-    h/2), s up to 0.3 either way, widened so that nothing leans out of the image."""
-    h = image.shape[0]
+    """The whole string leaning as handwriting leans (dark ink on white), by up to 0.3
+    either way, widened so that nothing leans out of the image."""
     s = rng.uniform(-0.3, 0.3)
-    pad = int(abs(s) * h / 2) + 1
-    img = Image.fromarray(np.pad(image, ((0, 0), (pad, pad)), constant_values=255))
-    return np.asarray(img.transform(img.size, Image.AFFINE, (1, s, -s * h / 2, 0, 1, 0),
-                                    Image.BILINEAR, fillcolor=255))
+    pad = int(abs(s) * image.shape[0] / 2) + 1
+    return np.asarray(_sheared(Image.fromarray(np.pad(image, ((0, 0), (pad, pad)),
+                                                      constant_values=255)), s, 255))
 
 
 def _synthetic_chunk(job) -> tuple[list[np.ndarray], list[str]]:
@@ -174,9 +179,7 @@ def augment(strip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
     h, w = strip.shape
     img = Image.fromarray(np.clip(strip * 255, 0, 255).astype(np.uint8))
-    shear = rng.uniform(-0.25, 0.25)  # about the middle row: x -> x + shear (y - h/2)
-    img = img.transform(img.size, Image.AFFINE, (1, shear, -shear * h / 2, 0, 1, 0),
-                        Image.BILINEAR)
+    img = _sheared(img, rng.uniform(-0.25, 0.25))
     width = max(STRIDE, round(w * rng.uniform(0.8, 1.2) / STRIDE) * STRIDE)
     out = np.asarray(img.resize((width, h), Image.BILINEAR), np.float32) / 255
     pen = rng.random()
