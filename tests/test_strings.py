@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -367,6 +368,42 @@ def test_string_training_can_lean_shrink_and_average(data_dir, tmp_path):
     assert meta["ema_decay"] == 0.9
     model = StringModel(out, "cpu", 16, runtime="torch")
     assert model.read([_png(np.full((30, 90), 255, np.uint8))])[0].status == "no_digit"
+
+
+def test_recombined_strings_are_real_cheque_digits_of_the_training_folds_only(data_dir,
+                                                                             tmp_path):
+    """--recombine: strings of the cheque digits cut from the training folds' fields, in
+    new orders, each labelled with its digits' own labels, made through the reader's
+    strip; a fold left out gives none of its digits (its fields are tested on)."""
+    from training.labelled import field_fold, load
+    from training.stringtrain import _keep_cuts, _recombined_chunk, cut_digits
+
+    path = REAL / "orand-car-a-digits.zip"
+    if not path.is_file():
+        pytest.skip(f"{path} not found (DIGITS_REAL_DATA_DIR)")
+    crops, labels = cut_digits(REAL, (1,))
+    data = load(path)
+    fold1 = [int(v) for f, v in zip(data.files, data.labels, strict=True) if field_fold(f) == 1]
+    assert 0.98 * len(fold1) <= len(crops) <= len(fold1)  # a few cuts hold no ink
+    assert not Counter(labels) - Counter(fold1)  # each a fold 1 digit, with its label
+    for crop in crops[:50]:  # cropped to the ink, bright on black
+        assert crop.dtype == np.uint8 and crop.max() > 200
+        assert crop[0].any() and crop[-1].any() and crop[:, 0].any() and crop[:, -1].any()
+    _keep_cuts(crops[:10], labels[:10])
+    strips, texts = _recombined_chunk((20, 0, 0))
+    assert len(strips) == len(texts) == 20
+    assert all(s.shape[0] == HEIGHT and s.shape[1] % STRIDE == 0 for s in strips)
+    assert all(t and set(t) <= {str(v) for v in labels[:10]} for t in texts)
+    assert len(set(texts)) > 10  # new orders, not the fields as written
+    if not data_dir.is_dir():
+        pytest.skip("MNIST not found")
+    from training.stringtrain import train
+
+    meta = train(data_dir, tmp_path / "digits-strings.safetensors", count=16, epochs=1,
+                 real_dir=REAL, real_folds=(1,), real_repeat=1, channels=(4, 4, 8, 8),
+                 hidden=8, log=lambda *_: None, recombine=24)
+    assert meta["trained_on"]["recombined_cheque_digit_strings"] == 24
+    assert meta["trained_on"]["real_fields"] > 100  # fold 1's fields, after the new strings
 
 
 def test_string_training_refuses_a_shape_for_a_second_stage(monkeypatch, capsys):

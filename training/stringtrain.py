@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from shared.fields import field_strip
+from shared.fields import drop_specks, field_ink, field_strip
 from shared.stringnet import BLANK, CHANNELS, HIDDEN, STRIDE, StringNet, load, save
 from training.pools import spawned_pool
 from training.strings import CURRENCIES, SEPARATORS, _png, joined, neighbour_kinds, render
@@ -144,13 +144,93 @@ def synthetic(data_dir, count: int, seed: int, workers: int | None = None,
     them leaning, a `small_end` share ending in smaller digits."""
     jobs = [(min(CHUNK, count - start), seed, start // CHUNK, slant, small_end)
             for start in range(0, count, CHUNK)]
+    return _made(_synthetic_chunk, jobs, _load_train, (str(data_dir),), workers)
+
+
+def _made(chunk, jobs: list, initializer, initargs: tuple, workers: int | None
+          ) -> tuple[list[np.ndarray], list[str]]:
+    """The strips and texts of every job's `chunk`, made on every core, in job order."""
     strips, texts = [], []
-    with spawned_pool(workers or os.cpu_count() or 1, initializer=_load_train,
-                      initargs=(str(data_dir),)) as pool:
-        for s, t in pool.map(_synthetic_chunk, jobs):
+    with spawned_pool(workers or os.cpu_count() or 1, initializer=initializer,
+                      initargs=initargs) as pool:
+        for s, t in pool.map(chunk, jobs):
             strips += s
             texts += t
     return strips, texts
+
+
+def cut_digits(real_dir, folds: tuple[int, ...]) -> tuple[list[np.ndarray], list[int]]:
+    """The ORAND-CAR-A cheque digits of `folds` (the same folds as the fields: the same
+    ink) as their ink, cropped to it: bright on black (uint8), as MNIST's are."""
+    from training.labelled import field_fold, load
+
+    path = Path(real_dir) / "orand-car-a-digits.zip"
+    if not folds or not path.is_file():
+        return [], []
+    data = load(path)
+    crops, labels = [], []
+    for name, blob, label in zip(data.files, data.blobs, data.labels, strict=True):
+        if field_fold(name) not in folds:
+            continue
+        ink = field_ink(blob, 10**8)[0]
+        if ink is None:
+            continue
+        # Paper texture the ink map kept faint would be a hard-edged patch once cut out.
+        ink = drop_specks(np.where(ink > 0.35, ink, 0.0))
+        on = ink > 0.2
+        if not on.any():
+            continue
+        rows, cols = np.flatnonzero(on.any(axis=1)), np.flatnonzero(on.any(axis=0))
+        crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+        crops.append((np.clip(crop, 0, 1) * 255).astype(np.uint8))
+        labels.append(int(label))
+    return crops, labels
+
+
+_cuts: tuple[list[np.ndarray], list[int]] = ([], [])  # the cheque digits, in each process
+
+
+def _keep_cuts(crops: list[np.ndarray], labels: list[int]) -> None:
+    global _cuts
+    _cuts = (crops, labels)
+
+
+def _recombined_chunk(job) -> tuple[list[np.ndarray], list[str]]:
+    """New strings of real cheque digits: the training folds' digits, each cut from its
+    own field, set side by side in random order as `render` sets MNIST's."""
+    count, seed, k = job
+    crops, labels = _cuts
+    rng = np.random.default_rng((seed, 7, k))
+    lengths = np.array(list(LENGTHS))
+    odds = np.array(list(LENGTHS.values()), float)
+    strips, texts = [], []
+    while len(strips) < count:
+        idx = rng.integers(0, len(crops), size=int(rng.choice(lengths, p=odds / odds.sum())))
+        digits = []
+        for i in idx:
+            crop = crops[i]
+            size = 28 * rng.uniform(0.85, 1.15)
+            width = max(2, round(crop.shape[1] * size / crop.shape[0]))
+            digits.append(np.asarray(Image.fromarray(crop).resize((width, round(size)),
+                                                                   Image.BILINEAR)))
+        image = _marks(_line(digits, rng), rng)
+        strip = field_strip(_png(image), 10**8)
+        if strip is not None:
+            strips.append(strip.pixels)
+            texts.append("".join(str(labels[i]) for i in idx))
+    return strips, texts
+
+
+def recombined(real_dir, folds: tuple[int, ...], count: int, seed: int,
+               workers: int | None = None) -> tuple[list[np.ndarray], list[str]]:
+    """`count` strings made of the cheque digits of `folds` in new orders (none when the
+    digits are not there), on every core."""
+    crops, labels = cut_digits(real_dir, folds)
+    if not crops or not count:
+        return [], []
+    jobs = [(min(CHUNK, count - start), seed, start // CHUNK)
+            for start in range(0, count, CHUNK)]
+    return _made(_recombined_chunk, jobs, _keep_cuts, (crops, labels), workers)
 
 
 def real_fields(real_dir, folds: tuple[int, ...]) -> tuple[list[np.ndarray], list[str]]:
@@ -218,14 +298,20 @@ def train(data_dir, out: Path, count: int = 120_000, epochs: int = 3, real_dir=N
           threads: int = 2, log=print, augment_real: bool = True,
           channels: tuple[int, ...] = CHANNELS, hidden: int = HIDDEN,
           init: Path | None = None, max_lr: float = 3e-3, slant: float = 0.0,
-          small_end: float = 0.0, ema: float = 0.0) -> dict:
+          small_end: float = 0.0, ema: float = 0.0, recombine: int = 0) -> dict:
     """Train a string network (from `init`'s weights when given: a second stage) and save
     it to `out` with its metadata; with `ema`, the moving average of its weights at that
-    decay (as the digit model's training keeps) instead of the last ones."""
+    decay (as the digit model's training keeps) instead of the last ones. `recombine`
+    more strings are made of the real folds' cheque digits in new orders."""
     torch.manual_seed(seed)
     torch.set_num_threads(threads)
     started = time.perf_counter()
     strips, texts = synthetic(data_dir, count, seed, slant=slant, small_end=small_end)
+    if real_dir and recombine:
+        more, more_texts = recombined(real_dir, real_folds, recombine, seed)
+        strips += more
+        texts += more_texts
+    fresh = len(strips)  # strings made anew; the real fields after them are repeated
     real_strips, real_texts = real_fields(real_dir, real_folds) if real_dir else ([], [])
     strips += real_strips * real_repeat
     texts += real_texts * real_repeat
@@ -247,7 +333,7 @@ def train(data_dir, out: Path, count: int = 120_000, epochs: int = 3, real_dir=N
         total, seen = 0.0, 0
         for idx in _batches(widths, batch, rng):
             # Each copy of a real field is drawn anew each time: learnt by heart otherwise.
-            x, frames = _tensor([augment(strips[i], rng) if augment_real and i >= count
+            x, frames = _tensor([augment(strips[i], rng) if augment_real and i >= fresh
                                  else strips[i] for i in idx])
             targets = torch.tensor([int(c) for i in idx for c in texts[i]])
             lengths = torch.tensor([len(texts[i]) for i in idx])
@@ -270,6 +356,7 @@ def train(data_dir, out: Path, count: int = 120_000, epochs: int = 3, real_dir=N
                          f"digits ({GROUPED:.0%}: {' '.join(SEPARATORS)!r}), a currency sign "
                          f"before them ({PRICED:.0%}: {' '.join(CURRENCIES)})",
                 "slanted": slant, "small_end": small_end,
+                "recombined_cheque_digit_strings": fresh - count,
                 "real_fields": len(real_strips), "real_folds": list(real_folds),
                 "real_repeat": real_repeat,
                 "real_augmented": "width 0.8-1.2x, slant +-0.25, +-2 px, pen thicker "
@@ -314,6 +401,8 @@ def main() -> None:  # pragma: no cover - a long run, started by hand
                    help="share of the strings whose last 1-3 digits are written smaller")
     p.add_argument("--ema", type=float, default=0.0,
                    help="keep the moving average of the weights at this decay (e.g. 0.999)")
+    p.add_argument("--recombine", type=int, default=0,
+                   help="strings made of the real folds' cheque digits in new orders")
     p.add_argument("--no-augment", action="store_true",
                    help="real fields as they are (learnt by heart: 100 %% trained, 71 %% new)")
     args = p.parse_args()
@@ -328,7 +417,7 @@ def main() -> None:  # pragma: no cover - a long run, started by hand
                  augment_real=not args.no_augment,
                  channels=tuple(int(c) for c in args.channels.split(",")), hidden=args.hidden,
                  init=args.init, max_lr=args.max_lr, slant=args.slant,
-                 small_end=args.small_end, ema=args.ema)
+                 small_end=args.small_end, ema=args.ema, recombine=args.recombine)
     print(json.dumps(meta))
 
 
