@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 MIN_CONTRAST = 0.06  # ink must differ from paper by this much (0..1 scale) to count
 MIN_SNR = 3.5  # ... and stand this many noise deviations above the background
@@ -26,6 +27,10 @@ GREY_SHARE = 0.02
 # A printed frame: up to FRAME_LINES lines along a side, each of one colour (90 % of it
 # within FRAME_TOLERANCE of its median), at least FRAME_CONTRAST from the line inside it.
 FRAME_LINES, FRAME_TOLERANCE, FRAME_CONTRAST = 3, 0.1, 0.2
+# A page whose short side is at most NARROW_SIDE pixels and under NARROW_SHARE of its long
+# side is a tight crop of a thin digit (a "1" 4 px wide): its rim can be half ink.
+NARROW_SIDE, NARROW_SHARE = 12, 0.4
+TWO_TONES = 0.5  # ... whose paper is found by shape where half of it is near one of two tones
 _SORT_LIMIT = 4096  # rows longer than this take the per-row median with a cheaper bracket
 
 
@@ -165,10 +170,60 @@ def _frames(planes: list[np.ndarray]) -> np.ndarray | None:
     return trims if trims.any() else None
 
 
-def _paper(stack: np.ndarray, frames: np.ndarray | None) -> np.ndarray:
+def _narrow(h: int, w: int) -> bool:
+    return min(h, w) <= NARROW_SIDE and min(h, w) <= NARROW_SHARE * max(h, w)
+
+
+def _stroke(mask: np.ndarray) -> bool:
+    """One piece of a page's pixels (8-connected) holding nearly all of them and running
+    from end to end of the page's long side: a stroke, not what a stroke leaves beside it."""
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), bool))
+    if count == 0:
+        return False
+    areas = np.bincount(labels.ravel())[1:]
+    rows, cols = ndimage.find_objects(labels)[int(np.argmax(areas))]
+    along = rows if mask.shape[0] >= mask.shape[1] else cols
+    return (areas.max() >= 0.9 * areas.sum()
+            and along.stop - along.start >= 0.9 * max(mask.shape))
+
+
+def _narrow_papers(planes: list[np.ndarray]) -> dict[int, np.ndarray]:
+    """The paper of narrow pages (NARROW_SIDE) whose rim is as much ink as paper, as
+    {page: mask}. A "1" cut tight to its ink touches every edge and covers half of its
+    page, so the rim's median is neither tone. Of the two tones, the ink is the one that
+    is a stroke from end to end (`_stroke`), the paper what it leaves on either side.
+    Where the shape cannot tell, or the page is not two tones (noise), the rim's median
+    stands."""
+    n, h, w = planes[0].shape
+    if not _narrow(h, w):
+        return {}
+    grey = planes[0] if len(planes) == 1 else sum(planes) / len(planes)
+    rims = _rim(grey)
+    papers = {}
+    for i in range(n):
+        low, high = np.percentile(grey[i], (5, 95))
+        if high - low < 2 * MIN_CONTRAST:
+            continue
+        dark = grey[i] < (low + high) / 2
+        if not 0.25 <= (rims[i] < (low + high) / 2).mean() <= 0.75:
+            continue  # the rim is one tone: its median is the paper
+        # Ink and paper, each near one tone: at least half the page within 15 % of the
+        # range of its darkest or lightest tone (noise spread over the range is not).
+        toned = (grey[i] <= low + 0.15 * (high - low)) | (grey[i] >= high - 0.15 * (high - low))
+        light_ink, dark_ink = _stroke(~dark), _stroke(dark)
+        if light_ink != dark_ink and toned.mean() >= TWO_TONES:
+            papers[i] = dark if light_ink else ~dark
+    return papers
+
+
+def _paper(stack: np.ndarray, frames: np.ndarray | None,
+           papers: dict[int, np.ndarray] | None = None) -> np.ndarray:
     """(n,): each page's paper level, the median of its rim (`_rim`), taken inside the
-    printed frame of pages that have one (`_frames`); the others' as if alone."""
+    printed frame of pages that have one (`_frames`), and over the paper of narrow pages
+    (`_narrow_papers`); the others' as if alone."""
     level = medians(_rim(stack))
+    for i, paper in (papers or {}).items():
+        level[i] = np.median(stack[i][paper])
     framed = np.flatnonzero(frames.any(axis=1)) if frames is not None else []
     if len(framed) == 0:
         return level
@@ -190,17 +245,19 @@ def _paper(stack: np.ndarray, frames: np.ndarray | None) -> np.ndarray:
     return level
 
 
-def ink_signal(planes: list[np.ndarray]
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+def ink_signal(planes: list[np.ndarray]) -> tuple[
+        np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, dict[int, np.ndarray]]:
     """Inkness (paper ~0, ink ~1), (n, h, w), each page's ink-paper contrast in colour
-    units, (n,), which pages were read inside out and turned (`_turned`), (n,), and the
-    printed frames along their sides (`_frames`).
+    units, (n,), which pages were read inside out and turned (`_turned`), (n,), the
+    printed frames along their sides (`_frames`) and the paper of narrow pages
+    (`_narrow_papers`).
 
     Paper is the median colour along the page's edges (`_rim`); ink is the colour of the pixels
     that differ most from it. Projecting every pixel on that direction works for any
     polarity and any pair of colours."""
     frames = _frames(planes)
-    diffs = [c - _per_page(_paper(c, frames)) for c in planes]
+    papers = _narrow_papers(planes)
+    diffs = [c - _per_page(_paper(c, frames, papers)) for c in planes]
     n, h, w = planes[0].shape
     dist = np.abs(diffs[0])
     for d in diffs[1:]:
@@ -217,10 +274,13 @@ def ink_signal(planes: list[np.ndarray]
     signal = diffs[0] * _per_page(weights[0])
     for d, weight in zip(diffs[1:], weights[1:], strict=True):
         signal += d * _per_page(weight)
-    turned = _turned(signal, ~flat & (direction.sum(axis=0) > 0))
+    lighter = ~flat & (direction.sum(axis=0) > 0)
+    lighter[list(papers)] = False  # their paper was found by shape: nothing to turn
+    turned = _turned(signal, lighter)
     if turned.any():
         signal[turned] = 1 - signal[turned]
-    return signal, np.where(flat, 0.0, np.sqrt(norm2 / len(planes))), turned, frames
+    return (signal, np.where(flat, 0.0, np.sqrt(norm2 / len(planes))), turned, frames,
+            papers)
 
 
 def _sample(stack: np.ndarray) -> np.ndarray:
@@ -271,14 +331,14 @@ def _background(signal: np.ndarray) -> np.ndarray | None:
 def ink_map(planes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ink coverage 0..1 per pixel, (n, h, w); whether each page has any ink, (n,); and
     the ink-paper contrast, (n,). The ink of a page without ink means nothing."""
-    signal, contrast, turned, frames = ink_signal(planes)
+    signal, contrast, turned, frames, papers = ink_signal(planes)
     n, h, w = signal.shape
     background = _background(signal)
     if background is not None:
         signal -= background
     # The paper level left over, read along the edges (a constant background cancels out),
     # or over the page where the edges are mostly ink (a turned page).
-    rest = _paper(signal, frames)
+    rest = _paper(signal, frames, papers)
     if turned.any():
         rest[turned] = medians(_sample(signal[turned]))
     signal -= _per_page(rest)
@@ -291,9 +351,12 @@ def ink_map(planes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarra
     else:
         peak = signal.max(axis=(1, 2)).astype(np.float64)
     # Noise from differences of neighbours on the paper: blind to lighting, and to the ink
-    # edges, which are most of the pairs on a digit cropped tight to its ink.
-    half = w // 2
-    left, right = signal[:, ::2, 0::2][:, :, :half], signal[:, ::2, 1::2][:, :, :half]
+    # edges, which are most of the pairs on a digit cropped tight to its ink. Neighbours
+    # along a narrow page's length: across it, a stroke from end to end leaves hardly a
+    # pair of paper pixels.
+    pairs = signal.transpose(0, 2, 1) if _narrow(h, w) and h > w else signal
+    half = pairs.shape[2] // 2
+    left, right = pairs[:, ::2, 0::2][:, :, :half], pairs[:, ::2, 1::2][:, :, :half]
     paper = np.maximum(left, right) < _per_page(0.25 * peak)
     steps = np.abs(right - left).reshape(n, -1)
     noise = 1.4826 * masked_medians(steps, paper.reshape(n, -1)) / np.sqrt(2) + 1e-3

@@ -130,20 +130,38 @@ def test_printed_box_sides_are_paper_not_ink(predictor, digits):
 
 
 def test_a_digit_touching_every_edge_is_not_a_border(predictor, digits):
-    """A 1 cut to its ink is a vertical bar touching top, bottom and both sides. Those
-    only 4-5 px wide still come back blank (their edges are half ink, so the paper read
-    along them is not paper): 17 of these 20 are read today."""
+    """A 1 cut to its ink is a bar touching top, bottom and both sides; at 4-5 px wide
+    half its rim is ink, so the rim's median is not the paper: of the 83 such 1s among
+    the first 2,000 test digits, 64 were read dark on white and 46 white on black, the
+    rest mostly blank. The paper of narrow pages is now told by shape
+    (`shared.inkmap._narrow_papers`) and their noise read along them: 78 and 70.
+    Narrow pages of noise stay blank."""
     images, labels = digits
-    ones = [i for i in range(200) if labels[i] == 1][:20]
-    blobs = []
+    ones = [i for i in range(2000) if labels[i] == 1]
+    crops = []
     for i in ones:
         ys, xs = np.nonzero(images[i] > 40)
-        crop = 255 - images[i][ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+        crop = images[i][ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+        if crop.shape[1] <= 5:
+            crops.append(crop)
+    assert len(crops) >= 60
+    for ink_light, least in ((False, 0.92), (True, 0.8)):
+        blobs = []
+        for crop in crops:
+            buf = io.BytesIO()
+            Image.fromarray(crop if ink_light else 255 - crop).save(buf, "PNG")
+            blobs.append(buf.getvalue())
+        outcomes = _answers(predictor, blobs)
+        read = sum(o.status == "done" and o.digit == 1 for o in outcomes)
+        assert read >= least * len(crops), (ink_light, read, len(crops))
+    rng = np.random.default_rng(0)
+    noise = []
+    for _ in range(200):
         buf = io.BytesIO()
-        Image.fromarray(crop).save(buf, "PNG")
-        blobs.append(buf.getvalue())
-    outcomes = _answers(predictor, blobs)
-    assert sum(o.status == "done" and o.digit == 1 for o in outcomes) >= 17
+        Image.fromarray(rng.integers(0, 256, (int(rng.integers(20, 40)),
+                                              int(rng.integers(3, 8))), np.uint8)).save(buf, "PNG")
+        noise.append(buf.getvalue())
+    assert sum(o.status == "no_digit" for o in _answers(predictor, noise)) >= 0.95 * len(noise)
 
 
 # --- splits of the real sets ---------------------------------------------------------------
