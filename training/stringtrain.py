@@ -162,16 +162,8 @@ def _made(chunk, jobs: list, initializer, initargs: tuple, workers: int | None
 def cut_digits(real_dir, folds: tuple[int, ...]) -> tuple[list[np.ndarray], list[int]]:
     """The ORAND-CAR-A cheque digits of `folds` (the same folds as the fields: the same
     ink) as their ink, cropped to it: bright on black (uint8), as MNIST's are."""
-    from training.labelled import field_fold, load
-
-    path = Path(real_dir) / "orand-car-a-digits.zip"
-    if not folds or not path.is_file():
-        return [], []
-    data = load(path)
     crops, labels = [], []
-    for name, blob, label in zip(data.files, data.blobs, data.labels, strict=True):
-        if field_fold(name) not in folds:
-            continue
+    for blob, label in _in_folds(real_dir, "orand-car-a-digits.zip", folds):
         ink = field_ink(blob, 10**8)[0]
         if ink is None:
             continue
@@ -235,20 +227,27 @@ def recombined(real_dir, folds: tuple[int, ...], count: int, seed: int,
 
 def real_fields(real_dir, folds: tuple[int, ...]) -> tuple[list[np.ndarray], list[str]]:
     """The ORAND-CAR-A amount fields of `folds` as strips, with their digits."""
+    strips, texts = [], []
+    for blob, text in _in_folds(real_dir, "orand-car-a-strings.zip", folds):
+        strip = field_strip(blob, 10**8)
+        if strip is not None:
+            strips.append(strip.pixels)
+            texts.append(text)
+    return strips, texts
+
+
+def _in_folds(real_dir, name: str, folds: tuple[int, ...]) -> list[tuple[bytes, str]]:
+    """(image, label) of the members of the real set `name` whose field is in `folds`;
+    none when the set is not there."""
     from training.labelled import field_fold, load
 
-    path = Path(real_dir) / "orand-car-a-strings.zip"
+    path = Path(real_dir) / name
     if not folds or not path.is_file():
-        return [], []
+        return []
     data = load(path)
-    strips, texts = [], []
-    for name, blob, text in zip(data.files, data.blobs, data.labels, strict=True):
-        if field_fold(name) in folds:
-            strip = field_strip(blob, 10**8)
-            if strip is not None:
-                strips.append(strip.pixels)
-                texts.append(text)
-    return strips, texts
+    return [(blob, label) for file, blob, label in zip(data.files, data.blobs, data.labels,
+                                                       strict=True)
+            if field_fold(file) in folds]
 
 
 def augment(strip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
