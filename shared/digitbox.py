@@ -20,7 +20,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
-from shared.inkmap import filter3x3
+from shared.inkmap import NARROW_SHARE, filter3x3, narrow
 
 CC_SIDE = 64  # connected components are found on a mask at most this large
 DIGIT_SIDE = 40  # pen width is measured and corrected with the digit fitted in 40x40
@@ -238,7 +238,10 @@ def find_digits(ink: np.ndarray, has_ink: np.ndarray) -> list[Found | float | No
     n, h, w = ink.shape
     ink = _without_rules(ink, has_ink)
     mask = (ink > 0.5) & has_ink[:, None, None]
-    ink_fraction = (np.count_nonzero(mask, axis=(1, 2)) / (h * w)).tolist()
+    # A narrow page (a 1 cut to its ink) is mostly ink: its share is counted over a page
+    # as wide as a digit's, or the limit for pages covered in ink would refuse it.
+    area = h * w if not narrow(h, w) else max(h, w) * max(min(h, w), NARROW_SHARE * max(h, w))
+    ink_fraction = (np.count_nonzero(mask, axis=(1, 2)) / area).tolist()
     # Components on a mask at most CC_SIDE large: specks and lines are found just as well.
     factor = max(1, -(-max(h, w) // CC_SIDE))
     small = _pool_any(mask, factor) if factor > 1 else mask

@@ -170,7 +170,8 @@ def _frames(planes: list[np.ndarray]) -> np.ndarray | None:
     return trims if trims.any() else None
 
 
-def _narrow(h: int, w: int) -> bool:
+def narrow(h: int, w: int) -> bool:
+    """A page narrow enough to be a tight crop of a thin digit (NARROW_SIDE)."""
     return min(h, w) <= NARROW_SIDE and min(h, w) <= NARROW_SHARE * max(h, w)
 
 
@@ -195,7 +196,7 @@ def _narrow_papers(planes: list[np.ndarray]) -> dict[int, np.ndarray]:
     Where the shape cannot tell, or the page is not two tones (noise), the rim's median
     stands."""
     n, h, w = planes[0].shape
-    if not _narrow(h, w):
+    if not narrow(h, w):
         return {}
     grey = planes[0] if len(planes) == 1 else sum(planes) / len(planes)
     rims = _rim(grey)
@@ -354,7 +355,7 @@ def ink_map(planes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarra
     # edges, which are most of the pairs on a digit cropped tight to its ink. Neighbours
     # along a narrow page's length: across it, a stroke from end to end leaves hardly a
     # pair of paper pixels.
-    pairs = signal.transpose(0, 2, 1) if _narrow(h, w) and h > w else signal
+    pairs = signal.transpose(0, 2, 1) if narrow(h, w) and h > w else signal
     half = pairs.shape[2] // 2
     left, right = pairs[:, ::2, 0::2][:, :, :half], pairs[:, ::2, 1::2][:, :, :half]
     paper = np.maximum(left, right) < _per_page(0.25 * peak)

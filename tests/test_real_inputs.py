@@ -134,8 +134,9 @@ def test_a_digit_touching_every_edge_is_not_a_border(predictor, digits):
     half its rim is ink, so the rim's median is not the paper: of the 83 such 1s among
     the first 2,000 test digits, 64 were read dark on white and 46 white on black, the
     rest mostly blank. The paper of narrow pages is now told by shape
-    (`shared.inkmap._narrow_papers`) and their noise read along them: 78 and 70.
-    Narrow pages of noise stay blank."""
+    (`shared.inkmap._narrow_papers`), their noise read along them and their ink share
+    counted as if they were a digit's width: 81 and 73. Narrow pages of noise stay
+    blank."""
     images, labels = digits
     ones = [i for i in range(2000) if labels[i] == 1]
     crops = []
@@ -145,7 +146,7 @@ def test_a_digit_touching_every_edge_is_not_a_border(predictor, digits):
         if crop.shape[1] <= 5:
             crops.append(crop)
     assert len(crops) >= 60
-    for ink_light, least in ((False, 0.92), (True, 0.8)):
+    for ink_light, least in ((False, 0.95), (True, 0.85)):
         blobs = []
         for crop in crops:
             buf = io.BytesIO()
