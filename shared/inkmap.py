@@ -205,8 +205,9 @@ def _narrow_papers(planes: list[np.ndarray]) -> dict[int, np.ndarray]:
         low, high = np.percentile(grey[i], (5, 95))
         if high - low < 2 * MIN_CONTRAST:
             continue
-        dark = grey[i] < (low + high) / 2
-        if not 0.25 <= (rims[i] < (low + high) / 2).mean() <= 0.75:
+        mid = (low + high) / 2
+        dark = grey[i] < mid
+        if not 0.25 <= (rims[i] < mid).mean() <= 0.75:
             continue  # the rim is one tone: its median is the paper
         # Ink and paper, each near one tone: at least half the page within 15 % of the
         # range of its darkest or lightest tone (noise spread over the range is not).

@@ -79,6 +79,18 @@ def _line(digits: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
 CHUNK = 1_000  # strings made per task; each chunk has its own generator, seeded (seed, k)
 
 
+def _jobs(count: int, seed: int, *options) -> list[tuple]:
+    """(strings, seed, chunk number, *options) for each chunk of `count` strings."""
+    return [(min(CHUNK, count - start), seed, start // CHUNK, *options)
+            for start in range(0, count, CHUNK)]
+
+
+def _a_length(rng: np.random.Generator) -> int:
+    """How many digits a training string has (LENGTHS' odds)."""
+    odds = np.array(list(LENGTHS.values()), float)
+    return int(rng.choice(np.array(list(LENGTHS)), p=odds / odds.sum()))
+
+
 _train = None  # MNIST's training split, read once by each pool process
 
 
@@ -109,11 +121,9 @@ def _synthetic_chunk(job) -> tuple[list[np.ndarray], list[str]]:
     count, seed, k, slant, small_end = job
     train = _train
     rng = np.random.default_rng((seed, k))
-    lengths = np.array(list(LENGTHS))
-    odds = np.array(list(LENGTHS.values()), float)
     strips, texts = [], []
     while len(strips) < count:
-        length = int(rng.choice(lengths, p=odds / odds.sum()))
+        length = _a_length(rng)
         idx = rng.integers(0, len(train.labels), size=length)
         # Amounts end in digits written smaller ("40.000"): the last one to three digits of
         # a `small_end` share of the strings 0.55-0.8 times as tall as the others.
@@ -142,9 +152,8 @@ def synthetic(data_dir, count: int, seed: int, workers: int | None = None,
     """`count` training strings as strips, with their digits, made in chunks on every
     core (the same strings for a seed, whatever the number of cores); a `slant` share of
     them leaning, a `small_end` share ending in smaller digits."""
-    jobs = [(min(CHUNK, count - start), seed, start // CHUNK, slant, small_end)
-            for start in range(0, count, CHUNK)]
-    return _made(_synthetic_chunk, jobs, _load_train, (str(data_dir),), workers)
+    return _made(_synthetic_chunk, _jobs(count, seed, slant, small_end), _load_train,
+                 (str(data_dir),), workers)
 
 
 def _made(chunk, jobs: list, initializer, initargs: tuple, workers: int | None
@@ -193,11 +202,9 @@ def _recombined_chunk(job) -> tuple[list[np.ndarray], list[str]]:
     count, seed, k = job
     crops, labels = _cuts
     rng = np.random.default_rng((seed, 7, k))
-    lengths = np.array(list(LENGTHS))
-    odds = np.array(list(LENGTHS.values()), float)
     strips, texts = [], []
     while len(strips) < count:
-        idx = rng.integers(0, len(crops), size=int(rng.choice(lengths, p=odds / odds.sum())))
+        idx = rng.integers(0, len(crops), size=_a_length(rng))
         digits = []
         for i in idx:
             crop = crops[i]
@@ -220,9 +227,7 @@ def recombined(real_dir, folds: tuple[int, ...], count: int, seed: int,
     crops, labels = cut_digits(real_dir, folds)
     if not crops or not count:
         return [], []
-    jobs = [(min(CHUNK, count - start), seed, start // CHUNK)
-            for start in range(0, count, CHUNK)]
-    return _made(_recombined_chunk, jobs, _keep_cuts, (crops, labels), workers)
+    return _made(_recombined_chunk, _jobs(count, seed), _keep_cuts, (crops, labels), workers)
 
 
 def real_fields(real_dir, folds: tuple[int, ...]) -> tuple[list[np.ndarray], list[str]]:
